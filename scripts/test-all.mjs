@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// The project's one test command (README: `pnpm test`): build, lint, typecheck and the
+// unit suites of every package through turbo, then the real-kernel suites inside the
+// VMs from ../shared/tools when /dev/kvm exists, then one summary over every vitest
+// JSON report that was written.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const env = { ...process.env, TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1' };
+const dirs = ['packages', 'apps'].flatMap((d) =>
+  readdirSync(join(root, d)).map((n) => join(root, d, n)),
+);
+const reports = ['.vitest-report.json', '.vitest-vm-report.json'];
+
+function run(cmd, args) {
+  console.log(`\n$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, env, stdio: 'inherit' });
+  return r.status ?? 1;
+}
+
+for (const d of dirs) for (const r of reports) rmSync(join(d, r), { force: true });
+
+let failed = run('pnpm', [
+  'exec',
+  'turbo',
+  'run',
+  'build',
+  'lint',
+  'typecheck',
+  'test',
+  '--continue',
+]);
+
+const hasVmSuites = dirs.some((d) => {
+  const pj = join(d, 'package.json');
+  return existsSync(pj) && JSON.parse(readFileSync(pj, 'utf8')).scripts?.['test:vm'];
+});
+if (!hasVmSuites) {
+  console.log('\nvm suites: none defined yet');
+} else if (process.env.ENCLAVE_EXTRAS_SKIP_VM === '1') {
+  console.log('\nvm suites: SKIPPED (ENCLAVE_EXTRAS_SKIP_VM=1)');
+} else if (!existsSync('/dev/kvm')) {
+  console.log(
+    '\nvm suites: SKIPPED (no /dev/kvm on this machine; the real-kernel suites need the VMs in ../shared/tools)',
+  );
+} else if (!existsSync(join(root, '../shared/tools'))) {
+  console.log('\nvm suites: SKIPPED (../shared/tools not found beside the checkout)');
+} else {
+  failed |= run('pnpm', ['exec', 'turbo', 'run', 'test:vm', '--concurrency=1', '--continue']);
+}
+
+// One closing summary over every report written in this run.
+const totals = { passed: 0, failed: 0, skipped: 0 };
+console.log('\n== test summary ==');
+for (const d of dirs) {
+  for (const r of reports) {
+    const file = join(d, r);
+    if (!existsSync(file)) continue;
+    const j = JSON.parse(readFileSync(file, 'utf8'));
+    const skipped = (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0);
+    totals.passed += j.numPassedTests;
+    totals.failed += j.numFailedTests;
+    totals.skipped += skipped;
+    const where = r.includes('-vm-') ? 'vm' : 'unit';
+    console.log(
+      `${relative(root, d).padEnd(22)} ${where.padEnd(5)} ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${skipped} skipped`,
+    );
+    if (!j.success) failed = 1;
+  }
+}
+console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+process.exit(failed || totals.failed ? 1 : 0);
