@@ -1,1 +1,87 @@
-export {};
+export {
+  awsAllowlistSchema,
+  type ConfigIssue,
+  dialRetriesSchema,
+  type EgressGatewayConfig,
+  type EgressGatewayServerConfig,
+  egressGatewaySchema,
+  egressGatewayServerSchema,
+  endpointSchema,
+  loadConfigFile,
+  parseConfig,
+  policyRuleSchema,
+  policySchema,
+  type RouteConfig,
+  routeSchema,
+} from './config.js';
+export {
+  describeEndpoint,
+  type Endpoint,
+  formatEndpoint,
+  parseEndpoint,
+  type TcpEndpoint,
+  type UnixEndpoint,
+  VMADDR_CID_ANY,
+  type VsockEndpoint,
+} from './endpoint.js';
+export { ProxyError, type ProxyErrorCode, type ProxyErrorOptions } from './errors.js';
+export {
+  createEgressGateway,
+  createEgressGatewayServer,
+  type Dialer,
+  type DialTarget,
+  type EgressGatewayOptions,
+  type EgressGatewayServerOptions,
+  type HttpConnectDialerOptions,
+  httpConnectDialer,
+} from './gateway.js';
+export { type Logger, silentLogger } from './logger.js';
+export {
+  MetricsRegistry,
+  RouteMetrics,
+  type RouteMetricsSnapshot,
+  renderPrometheus,
+} from './metrics.js';
+export {
+  normalizeHost,
+  Policy,
+  type PolicyConfig,
+  type PolicyDecision,
+  type PolicyRule,
+  type PolicyRuleObject,
+  type PortSet,
+} from './policy.js';
+export {
+  createResolver,
+  type LookupFunction,
+  type LookupResult,
+  type ResolvedAddress,
+  type Resolver,
+  type ResolverOptions,
+  systemLookup,
+} from './resolver.js';
+export {
+  type CloseOptions,
+  createRoute,
+  type DialContext,
+  type DialRetries,
+  Route,
+  type RouteDialer,
+  type RouteOptions,
+} from './route.js';
+export {
+  type ApplyResult,
+  createProxyRuntime,
+  ProxyRuntime,
+  type ProxyRuntimeOptions,
+  type RuntimeConfig,
+} from './runtime.js';
+export {
+  type DialOptions,
+  dialEndpoint,
+  dialTcp,
+  type ProxySocket,
+  type VsockApi,
+  type VsockOptions,
+  type VsockServerLike,
+} from './transport.js';

@@ -1,0 +1,234 @@
+import { ProxyError } from './errors.js';
+import { type Cidr, cidrContains, formatIp, parseCidr, parseIp } from './ip.js';
+
+/** Ports of a rule: any port, or a list of inclusive ranges. */
+export type PortSet = 'any' | ReadonlyArray<readonly [number, number]>;
+
+/** One rule in object form. `address` may be a host name, `*.` wildcard, IP or CIDR (AWS allowlist style). */
+export interface PolicyRuleObject {
+  address?: string;
+  host?: string;
+  cidr?: string;
+  /** A port, a list, a range string `"1000-2000"`, `"443,8443"`, or `"*"`. Absent = any port. */
+  port?: number | string | ReadonlyArray<number | string>;
+  ports?: number | string | ReadonlyArray<number | string>;
+}
+/** A rule in string form: `kms.us-east-1.amazonaws.com:443`, `*.example.com:443,8443`, `10.0.0.0/8`, `[fd00::/8]:1-1024`, `*:443`. */
+export type PolicyRule = string | PolicyRuleObject;
+
+export interface PolicyConfig {
+  allow?: ReadonlyArray<PolicyRule>;
+  deny?: ReadonlyArray<PolicyRule>;
+}
+
+export type PolicyDecision =
+  | { allowed: true; rule: string }
+  | { allowed: false; reason: string; rule?: string };
+
+interface CompiledRule {
+  text: string;
+  ports: PortSet;
+  host?: { name: string; wildcard: boolean; any: boolean };
+  cidr?: Cidr;
+}
+
+function badRule(rule: unknown, why: string): ProxyError {
+  return new ProxyError(
+    'ERR_PROXY_BAD_POLICY',
+    `Policy rule ${JSON.stringify(rule)} is invalid: ${why}. Write HOST[:PORTS] (HOST = name, *.suffix, IP or CIDR; PORTS = 443 | 443,8443 | 1000-2000 | *).`,
+    { details: { rule } },
+  );
+}
+
+/** Lower case, no trailing dot, no brackets: the one form names are compared in. */
+export function normalizeHost(host: string): string {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h.endsWith('.') && h.length > 1) h = h.slice(0, -1);
+  return h;
+}
+
+function parsePorts(
+  rule: unknown,
+  spec: number | string | ReadonlyArray<number | string> | undefined,
+): PortSet {
+  if (spec === undefined) return 'any';
+  const items = Array.isArray(spec) ? spec : typeof spec === 'string' ? spec.split(',') : [spec];
+  const out: Array<readonly [number, number]> = [];
+  for (const raw of items as ReadonlyArray<number | string>) {
+    const item = typeof raw === 'number' ? String(raw) : raw.trim();
+    if (item === '*' || item === 'any') return 'any';
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item);
+    if (!m) throw badRule(rule, `port "${item}" is not a number, range or *`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    if (lo < 1 || hi > 65535 || lo > hi) throw badRule(rule, `port "${item}" is outside 1-65535`);
+    out.push([lo, hi]);
+  }
+  if (out.length === 0) throw badRule(rule, 'the port list is empty');
+  return out;
+}
+
+function compileHost(rule: unknown, text: string): Pick<CompiledRule, 'host' | 'cidr'> {
+  const t = normalizeHost(text);
+  if (t === '') throw badRule(rule, 'the host is empty');
+  if (t === '*') return { host: { name: '*', wildcard: false, any: true } };
+  if (t.includes('/') || parseIp(t)) {
+    const cidr = parseCidr(t);
+    if (!cidr) throw badRule(rule, `"${text}" is not a valid IP address or CIDR`);
+    return { cidr };
+  }
+  const wildcard = t.startsWith('*.');
+  const name = wildcard ? t.slice(2) : t;
+  if (!/^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$/.test(name) || name.includes('..')) {
+    throw badRule(rule, `"${text}" is not a host name`);
+  }
+  return { host: { name, wildcard, any: false } };
+}
+
+function compileRule(rule: PolicyRule): CompiledRule {
+  if (typeof rule === 'string') {
+    const s = rule.trim();
+    let hostText: string;
+    let portText: string | undefined;
+    if (s.startsWith('[')) {
+      const close = s.indexOf(']');
+      if (close < 0) throw badRule(rule, 'the "[" is not closed');
+      hostText = s.slice(1, close);
+      const after = s.slice(close + 1);
+      if (after !== '' && !after.startsWith(':'))
+        throw badRule(rule, 'expected ":PORTS" after "]"');
+      portText = after === '' ? undefined : after.slice(1);
+    } else if ((s.match(/:/g) ?? []).length > 1) {
+      hostText = s; // bare IPv6 address or CIDR, any port
+    } else {
+      const c = s.lastIndexOf(':');
+      hostText = c < 0 ? s : s.slice(0, c);
+      portText = c < 0 ? undefined : s.slice(c + 1);
+    }
+    return { text: s, ports: parsePorts(rule, portText), ...compileHost(rule, hostText) };
+  }
+  if (!rule || typeof rule !== 'object')
+    throw badRule(rule, 'expected a string or {address, port}');
+  const hostText = rule.address ?? rule.host ?? rule.cidr;
+  if (typeof hostText !== 'string') throw badRule(rule, 'one of address, host or cidr is required');
+  const portSpec = rule.ports ?? rule.port;
+  const ports = parsePorts(rule, portSpec);
+  const text =
+    portSpec === undefined
+      ? hostText
+      : `${hostText}:${Array.isArray(portSpec) ? portSpec.join(',') : String(portSpec)}`;
+  return { text, ports, ...compileHost(rule, hostText) };
+}
+
+function portMatches(ports: PortSet, port: number): boolean {
+  if (ports === 'any') return true;
+  return ports.some(([lo, hi]) => port >= lo && port <= hi);
+}
+
+function hostMatches(rule: CompiledRule, name: string): boolean {
+  const h = rule.host;
+  if (!h) return false;
+  if (h.any) return true;
+  if (h.wildcard) return name.endsWith(`.${h.name}`);
+  return name === h.name;
+}
+
+/**
+ * An outbound allow/deny policy. Deny rules win. Names are compared lower case without the
+ * trailing dot; addresses are compared in binary (IPv4-mapped IPv6 equals IPv4). A connection is
+ * allowed only when EVERY address it would dial is allowed (by its name or its address) and none
+ * is denied.
+ */
+export class Policy {
+  readonly allowRules: ReadonlyArray<CompiledRule>;
+  readonly denyRules: ReadonlyArray<CompiledRule>;
+
+  constructor(config: PolicyConfig) {
+    this.allowRules = (config.allow ?? []).map(compileRule);
+    this.denyRules = (config.deny ?? []).map(compileRule);
+  }
+
+  /** Reads AWS vsock-proxy's allowlist document (`allowlist: [{address, port}]`). */
+  static fromAwsAllowlist(doc: { allowlist?: ReadonlyArray<PolicyRuleObject> | null }): Policy {
+    return new Policy({ allow: doc.allowlist ?? [] });
+  }
+
+  /** A policy allowing everything except `deny` (for trusted routes). */
+  static allowAll(deny: ReadonlyArray<PolicyRule> = []): Policy {
+    return new Policy({ allow: ['*'], deny });
+  }
+
+  /**
+   * The check before DNS: a name already denied by a host rule, or a name no rule could allow
+   * (no matching host rule and no address rule for that port), is refused without resolving it.
+   */
+  precheck(host: string, port: number): PolicyDecision | undefined {
+    const name = normalizeHost(host);
+    const ip = parseIp(name);
+    if (ip) return this.checkAddress(undefined, formatIp(ip), port);
+    for (const r of this.denyRules) {
+      if (r.host && !r.host.any && hostMatches(r, name) && portMatches(r.ports, port)) {
+        return {
+          allowed: false,
+          reason: `host ${name} port ${port} matches deny rule "${r.text}"`,
+          rule: r.text,
+        };
+      }
+    }
+    const couldAllow = this.allowRules.some(
+      (r) => portMatches(r.ports, port) && (r.cidr !== undefined || hostMatches(r, name)),
+    );
+    if (!couldAllow)
+      return { allowed: false, reason: `no allow rule matches ${name} port ${port}` };
+    return undefined;
+  }
+
+  /** Checks one address that would be dialled for `host` (undefined when an IP literal was asked). */
+  checkAddress(host: string | undefined, address: string, port: number): PolicyDecision {
+    const name = host === undefined ? undefined : normalizeHost(host);
+    const ip = parseIp(address);
+    if (!ip) return { allowed: false, reason: `"${address}" is not an IP address` };
+    const shown = formatIp(ip);
+    const what = name && name !== shown ? `${name} (${shown})` : shown;
+    for (const r of this.denyRules) {
+      if (!portMatches(r.ports, port)) continue;
+      if (
+        (r.cidr && cidrContains(r.cidr, ip)) ||
+        (name !== undefined && hostMatches(r, name)) ||
+        r.host?.any
+      ) {
+        return {
+          allowed: false,
+          reason: `${what} port ${port} matches deny rule "${r.text}"`,
+          rule: r.text,
+        };
+      }
+    }
+    for (const r of this.allowRules) {
+      if (!portMatches(r.ports, port)) continue;
+      if (
+        (r.cidr && cidrContains(r.cidr, ip)) ||
+        r.host?.any ||
+        (name !== undefined && hostMatches(r, name))
+      ) {
+        return { allowed: true, rule: r.text };
+      }
+    }
+    return { allowed: false, reason: `no allow rule matches ${what} port ${port}` };
+  }
+
+  /** Checks a connection to `host:port` that resolved to `addresses`: every one must pass. */
+  check(host: string, port: number, addresses: ReadonlyArray<string>): PolicyDecision {
+    const pre = this.precheck(host, port);
+    if (pre && !pre.allowed) return pre;
+    const name = parseIp(normalizeHost(host)) ? undefined : host;
+    if (addresses.length === 0) return { allowed: false, reason: `${host} resolved to no address` };
+    let last: PolicyDecision = { allowed: false, reason: 'no address' };
+    for (const a of addresses) {
+      last = this.checkAddress(name, a, port);
+      if (!last.allowed) return last;
+    }
+    return last;
+  }
+}

@@ -1,0 +1,479 @@
+import { describeEndpoint, type Endpoint, toEndpoint } from './endpoint.js';
+import { errorCode, errorMessage, ProxyError } from './errors.js';
+import { takeEndedTail } from './handshake.js';
+import { type Logger, silentLogger } from './logger.js';
+import { MetricsRegistry, type RouteMetrics } from './metrics.js';
+import { Policy, type PolicyConfig } from './policy.js';
+import type { Resolver } from './resolver.js';
+import {
+  dialEndpoint,
+  type Listener,
+  listenEndpoint,
+  type ProxySocket,
+  type VsockOptions,
+} from './transport.js';
+
+export interface DialRetries {
+  /** Total attempts including the first (>= 1). Default 1. */
+  attempts: number;
+  /** Delay before the second attempt. Default 100 ms. */
+  delayMs?: number;
+  /** Factor applied to the delay after each failure (1 = fixed). Default 2. */
+  backoff?: number;
+  /** Upper bound of one delay. Default 10 000 ms. */
+  maxDelayMs?: number;
+}
+
+/** What a custom dialer receives for each accepted connection. */
+export interface DialContext {
+  route: string;
+  /** The accepted peer, printed (`127.0.0.1:5000`, `vm(16):1234`, `unix`). */
+  peer: string;
+  /** The accepted socket, paused. A dialer may read a handshake from it (unshift what it over-read). */
+  socket: ProxySocket;
+  /** Aborted when the accepted side goes away or the route is closed without drain. */
+  signal: AbortSignal;
+  /** Per-attempt connect timeout of the route. */
+  connectTimeoutMs: number;
+  logger: Logger;
+  /** Set a short description of the dialled target for the close log line. */
+  setTarget(target: string): void;
+}
+
+/** Opens the outbound side of one connection. */
+export type RouteDialer = (ctx: DialContext) => Promise<ProxySocket>;
+
+export interface RouteOptions {
+  /** Unique route name (label in metrics and logs). */
+  name: string;
+  listen: Endpoint | string;
+  /** Where to forward; or give `dialer`. */
+  dial?: Endpoint | string;
+  dialer?: RouteDialer;
+  /** Per-attempt connect timeout. Default 10 000 ms. */
+  connectTimeoutMs?: number;
+  /** Close a connection after this long with no byte in either direction (0 = never). Default 0. */
+  idleTimeoutMs?: number;
+  /** Open connections at most; more are closed at once and counted. Default 4096. */
+  maxConnections?: number;
+  dialRetries?: DialRetries;
+  logger?: Logger;
+  /** Outbound policy, checked on every connection for TCP `dial` targets. */
+  policy?: Policy | PolicyConfig;
+  resolver?: Resolver;
+  vsock?: VsockOptions;
+  /** Where the counters live; a runtime passes its registry so counters survive reloads. */
+  metrics?: MetricsRegistry;
+  backlog?: number;
+}
+
+export interface CloseOptions {
+  /** Let open connections finish (default true); false closes them at once. */
+  drain?: boolean;
+  /** After this long, remaining connections are closed. Default 30 000 ms. */
+  timeoutMs?: number;
+}
+
+interface Conn {
+  inbound: ProxySocket;
+  outbound?: ProxySocket;
+  abort: AbortController;
+  reason?: string;
+  destroy(reason: string): void;
+}
+
+const NO_RETRY = new Set([
+  'ERR_PROXY_POLICY_DENIED',
+  'ERR_PROXY_ABORTED',
+  'ERR_PROXY_GATEWAY_PROTOCOL',
+  'ERR_PROXY_BAD_ENDPOINT',
+  'ERR_PROXY_VSOCK_UNAVAILABLE',
+  'ERR_PROXY_CLOSED',
+]);
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function peerOf(s: ProxySocket): string {
+  const a = s.remoteAddress;
+  if (!a) return 'local';
+  return a.includes(':') ? `[${a}]:${s.remotePort}` : `${a}:${s.remotePort}`;
+}
+
+/** One listener forwarding each accepted connection to a dialled one. */
+export class Route {
+  readonly name: string;
+  readonly listen: Endpoint;
+  readonly metrics: RouteMetrics;
+  private readonly opts: RouteOptions;
+  private readonly log: Logger;
+  private readonly dialer: RouteDialer;
+  private readonly connectTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly maxConnections: number;
+  private listener?: Listener;
+  private readonly conns = new Set<Conn>();
+  private closing = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(options: RouteOptions) {
+    if (!options || typeof options.name !== 'string' || options.name.length === 0) {
+      throw new ProxyError(
+        'ERR_PROXY_BAD_OPTION',
+        'Route option "name" is required (a non-empty string).',
+      );
+    }
+    this.opts = options;
+    this.name = options.name;
+    this.listen = toEndpoint(options.listen);
+    this.log = options.logger ?? silentLogger;
+    this.metrics = (options.metrics ?? new MetricsRegistry()).route(this.name);
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.maxConnections = options.maxConnections ?? 4096;
+    if (options.dialer) {
+      this.dialer = options.dialer;
+    } else if (options.dial !== undefined) {
+      const target = toEndpoint(options.dial);
+      const policy =
+        options.policy === undefined
+          ? undefined
+          : options.policy instanceof Policy
+            ? options.policy
+            : new Policy(options.policy);
+      this.dialer = (ctx) =>
+        dialEndpoint(target, {
+          signal: ctx.signal,
+          timeoutMs: ctx.connectTimeoutMs,
+          ...(policy ? { policy } : {}),
+          ...(options.resolver ? { resolver: options.resolver } : {}),
+          ...(options.vsock ? { vsock: options.vsock } : {}),
+        });
+      this.targetText = describeEndpoint(target);
+    } else {
+      throw new ProxyError(
+        'ERR_PROXY_BAD_OPTION',
+        `Route "${this.name}" needs "dial" (an endpoint) or "dialer" (a function).`,
+      );
+    }
+  }
+
+  private targetText = 'custom';
+
+  /** Open connections now. */
+  get active(): number {
+    return this.conns.size;
+  }
+
+  /** The bound endpoint after start() (port 0 replaced by the real port). */
+  get endpoint(): Endpoint {
+    return this.listener?.endpoint ?? this.listen;
+  }
+
+  /** Starts listening. Rejects with ProxyError (errno code, `address`) when the address is taken. */
+  async start(): Promise<void> {
+    if (this.listener) return;
+    if (this.closing)
+      throw new ProxyError(
+        'ERR_PROXY_CLOSED',
+        `Route "${this.name}" was closed; create a new one.`,
+      );
+    this.listener = await listenEndpoint(this.listen, (s) => this.accept(s), {
+      ...(this.opts.vsock ? { vsock: this.opts.vsock } : {}),
+      ...(this.opts.backlog ? { backlog: this.opts.backlog } : {}),
+    });
+    this.log.info(
+      { route: this.name, listen: describeEndpoint(this.endpoint), dial: this.targetText },
+      'route listening',
+    );
+  }
+
+  /** Stops accepting new connections; open ones continue. */
+  async stopListening(): Promise<void> {
+    this.closing = true;
+    const l = this.listener;
+    if (l) await l.close();
+  }
+
+  /** Stops accepting, then drains (or closes) the open connections. Resolves when none is left. */
+  async close(options: CloseOptions = {}): Promise<void> {
+    const drain = options.drain ?? true;
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    await this.stopListening();
+    if (!drain) {
+      for (const c of this.conns) c.destroy('route_closed');
+    } else if (this.conns.size > 0) {
+      this.log.info({ route: this.name, active: this.conns.size, timeoutMs }, 'route draining');
+      const timer = setTimeout(() => {
+        for (const c of this.conns) c.destroy('drain_timeout');
+      }, timeoutMs);
+      await this.whenIdle();
+      clearTimeout(timer);
+    }
+    await this.whenIdle();
+    this.log.info({ route: this.name }, 'route closed');
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.conns.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private accept(inbound: ProxySocket): void {
+    const peer = peerOf(inbound);
+    const m = this.metrics;
+    if (this.closing) {
+      inbound.destroy();
+      return;
+    }
+    if (this.conns.size >= this.maxConnections) {
+      m.countRefused('max_connections');
+      m.countError('ERR_PROXY_MAX_CONNECTIONS');
+      this.log.warn(
+        {
+          route: this.name,
+          peer,
+          code: 'ERR_PROXY_MAX_CONNECTIONS',
+          maxConnections: this.maxConnections,
+        },
+        'connection refused: route at maxConnections',
+      );
+      inbound.on('error', () => {});
+      inbound.destroy();
+      return;
+    }
+    m.connectionsTotal++;
+    m.connectionsActive++;
+    const started = Date.now();
+    let bytesUp = 0;
+    let bytesDown = 0;
+    let target = this.targetText;
+    let closedSides = 0;
+    let idleTimer: NodeJS.Timeout | undefined;
+    const abort = new AbortController();
+    const conn: Conn = {
+      inbound,
+      abort,
+      destroy: (reason) => {
+        conn.reason ??= reason;
+        abort.abort(new ProxyError('ERR_PROXY_ABORTED', `connection closed: ${reason}`));
+        inbound.destroy();
+        conn.outbound?.destroy();
+      },
+    };
+    this.conns.add(conn);
+
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      if (idleTimer) clearTimeout(idleTimer);
+      this.conns.delete(conn);
+      m.connectionsActive--;
+      this.log.info(
+        {
+          route: this.name,
+          peer,
+          target,
+          bytesUp,
+          bytesDown,
+          durationMs: Date.now() - started,
+          reason: conn.reason ?? 'eof',
+        },
+        'connection closed',
+      );
+      if (this.conns.size === 0) {
+        const w = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const f of w) f();
+      }
+    };
+    const onSideError = (side: string) => (err: Error) => {
+      const code = errorCode(err);
+      m.countError(code);
+      conn.destroy(`${side}_error:${code}`);
+    };
+    inbound.on('error', onSideError('client'));
+    const onEarlyClose = () => {
+      if (!conn.outbound) {
+        conn.reason ??= 'client_closed_before_dial';
+        abort.abort(new ProxyError('ERR_PROXY_ABORTED', 'client went away'));
+      }
+    };
+    inbound.once('close', onEarlyClose);
+
+    this.log.debug({ route: this.name, peer, target }, 'connection accepted');
+    this.dialWithRetries({
+      route: this.name,
+      peer,
+      socket: inbound,
+      signal: abort.signal,
+      connectTimeoutMs: this.connectTimeoutMs,
+      logger: this.log,
+      setTarget: (t) => {
+        target = t;
+      },
+    }).then(
+      (outbound) => {
+        inbound.removeListener('close', onEarlyClose);
+        if (abort.signal.aborted || inbound.destroyed) {
+          outbound.on('error', () => {});
+          outbound.destroy();
+          conn.reason ??= 'client_closed_before_dial';
+          finish();
+          return;
+        }
+        conn.outbound = outbound;
+        this.log.info({ route: this.name, peer, target }, 'connection open');
+        outbound.on('error', onSideError('target'));
+        const touch =
+          this.idleTimeoutMs > 0
+            ? () => {
+                idleTimer?.refresh();
+              }
+            : () => {};
+        if (this.idleTimeoutMs > 0) {
+          idleTimer = setTimeout(() => conn.destroy('idle_timeout'), this.idleTimeoutMs);
+          idleTimer.unref();
+        }
+        const sideClosed = () => {
+          closedSides++;
+          if (closedSides === 2) finish();
+        };
+        inbound.once('close', sideClosed);
+        outbound.once('close', sideClosed);
+        // A side that closed with an error resets the other one.
+        inbound.once('close', (hadError: boolean) => {
+          if (hadError) outbound.destroy();
+        });
+        outbound.once('close', (hadError: boolean) => {
+          if (hadError) inbound.destroy();
+        });
+        pipeOneWay(inbound, outbound, (n) => {
+          bytesUp += n;
+          m.bytesUp += n;
+          touch();
+        });
+        pipeOneWay(outbound, inbound, (n) => {
+          bytesDown += n;
+          m.bytesDown += n;
+          touch();
+        });
+        inbound.resume();
+        outbound.resume();
+      },
+      (err: unknown) => {
+        inbound.removeListener('close', onEarlyClose);
+        const code = errorCode(err);
+        if (!abort.signal.aborted || code !== 'ERR_PROXY_ABORTED') {
+          m.countError(code);
+          if (code === 'ERR_PROXY_POLICY_DENIED') m.countRefused('policy');
+          const details = err instanceof ProxyError ? err.details : undefined;
+          this.log.warn(
+            {
+              route: this.name,
+              peer,
+              target,
+              code,
+              err: errorMessage(err),
+              ...(details ? { details } : {}),
+            },
+            code === 'ERR_PROXY_POLICY_DENIED' ? 'connection refused by policy' : 'dial failed',
+          );
+        }
+        conn.reason ??= `dial_failed:${code}`;
+        if (inbound.destroyed) finish();
+        else {
+          inbound.once('close', finish);
+          if (inbound.writableEnded) {
+            // The dialer answered the client (HTTP 403, SOCKS reply ...): let the answer flush.
+            const t = setTimeout(() => inbound.destroy(), 2000);
+            t.unref();
+            inbound.on('data', () => {});
+            inbound.resume();
+          } else {
+            inbound.destroy();
+          }
+        }
+      },
+    );
+  }
+
+  private dialWithRetries(ctx: DialContext): Promise<ProxySocket> {
+    return withRetries(
+      () => this.dialer(ctx),
+      this.opts.dialRetries,
+      ctx.signal,
+      (attempt, code, delayMs) => {
+        this.metrics.dialRetries++;
+        this.log.debug(
+          { route: this.name, peer: ctx.peer, attempt, code, delayMs },
+          'dial failed, retrying',
+        );
+      },
+    );
+  }
+}
+
+/** Runs `fn` up to `retries.attempts` times with backoff; errors that retrying cannot fix are thrown at once. */
+export async function withRetries<T>(
+  fn: () => Promise<T>,
+  retries: DialRetries | undefined,
+  signal: AbortSignal,
+  onRetry: (attempt: number, code: string, delayMs: number) => void,
+): Promise<T> {
+  const attempts = Math.max(1, retries?.attempts ?? 1);
+  let wait = retries?.delayMs ?? 100;
+  const factor = retries?.backoff ?? 2;
+  const maxDelay = retries?.maxDelayMs ?? 10_000;
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = errorCode(err);
+      if (i >= attempts || NO_RETRY.has(code) || signal.aborted) throw err;
+      onRetry(i, code, wait);
+      await delay(wait, signal);
+      wait = Math.min(maxDelay, wait * factor);
+    }
+  }
+}
+
+/** Copies src to dst with backpressure (pause on a full write buffer, resume on drain) and propagates EOF as a half-close. */
+function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
+  if (src.readableEnded) {
+    // EOF arrived while a handshake was read: forward what was left, then the half-close.
+    const tail = takeEndedTail(src);
+    if (tail && tail.length > 0) {
+      count(tail.length);
+      dst.write(tail);
+    }
+    dst.end();
+    return;
+  }
+  src.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (!dst.write(chunk)) src.pause();
+  });
+  dst.on('drain', () => src.resume());
+  src.once('end', () => {
+    if (!dst.destroyed) dst.end();
+  });
+}
+
+/** Creates a route (not started). */
+export function createRoute(options: RouteOptions): Route {
+  return new Route(options);
+}

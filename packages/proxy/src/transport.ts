@@ -1,0 +1,354 @@
+import { existsSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { describeEndpoint, type Endpoint, formatHostPort, VMADDR_CID_ANY } from './endpoint.js';
+import { errorCode, errorMessage, ProxyError, socketError } from './errors.js';
+import { normalizeHost, type Policy } from './policy.js';
+import { createResolver, type Resolver } from './resolver.js';
+
+/** A connected byte stream: a net.Socket, a VsockSocket, or anything Duplex with destroy(). */
+export type ProxySocket = Duplex & { remoteAddress?: string; remotePort?: number };
+
+/** The subset of @enclave-extras/vsock the proxy uses; injectable so tests can pass the emulation. */
+export interface VsockApi {
+  connect(options: {
+    cid: number;
+    port: number;
+    timeout?: number;
+    signal?: AbortSignal;
+    transport?: unknown;
+  }): net.Socket | Promise<net.Socket>;
+  createServer(
+    options: Record<string, unknown>,
+    listener: (socket: net.Socket) => void,
+  ): VsockServerLike;
+}
+export interface VsockServerLike {
+  listen(options: { port: number; cid?: number; backlog?: number }, callback?: () => void): unknown;
+  close(callback?: (err?: Error) => void): unknown;
+  address(): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
+  removeListener(event: string, listener: (...args: never[]) => void): unknown;
+}
+
+/** How vsock endpoints are reached: a `transport` from @enclave-extras/vsock (e.g. the emulation) and/or the whole API. */
+export interface VsockOptions {
+  transport?: unknown;
+  api?: VsockApi;
+}
+
+let vsockModule: Promise<VsockApi> | undefined;
+async function loadVsock(opts: VsockOptions | undefined): Promise<VsockApi> {
+  if (opts?.api) return opts.api;
+  vsockModule ??= import('@enclave-extras/vsock').then((m: unknown) => {
+    const api = m as Partial<VsockApi>;
+    if (typeof api.connect !== 'function' || typeof api.createServer !== 'function') {
+      throw new ProxyError(
+        'ERR_PROXY_VSOCK_UNAVAILABLE',
+        '@enclave-extras/vsock does not export connect/createServer; install a matching version.',
+      );
+    }
+    return api as VsockApi;
+  });
+  return vsockModule;
+}
+
+export interface Listener {
+  /** The endpoint actually bound (port 0 replaced by the real port). */
+  endpoint: Endpoint;
+  close(): Promise<void>;
+}
+
+export interface ListenOptions {
+  vsock?: VsockOptions;
+  backlog?: number;
+}
+
+function waitListening(
+  server: net.Server | VsockServerLike,
+  start: (cb: () => void) => void,
+  ep: Endpoint,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      reject(
+        new ProxyError(
+          errorCode(err) === 'ERR_UNKNOWN' ? 'ERR_PROXY_LISTEN_FAILED' : errorCode(err),
+          `Listening on ${describeEndpoint(ep)} failed: ${err.message}. Pick a free address or stop the other listener.`,
+          { cause: err, syscall: 'listen', address: describeEndpoint(ep) },
+        ),
+      );
+    };
+    server.once('error', onError as (...args: unknown[]) => void);
+    try {
+      start(() => {
+        server.removeListener('error', onError);
+        resolve();
+      });
+    } catch (err) {
+      onError(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+}
+
+async function unlinkStaleUnixSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = net.connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (!alive) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // raced with someone else: listen() reports the real problem
+    }
+  }
+}
+
+/** Starts a listener on `ep`; accepted sockets are paused (half-open allowed) and handed to `onConnection`. */
+export async function listenEndpoint(
+  ep: Endpoint,
+  onConnection: (socket: ProxySocket) => void,
+  options: ListenOptions = {},
+): Promise<Listener> {
+  if (ep.kind === 'vsock') {
+    const api = await loadVsock(options.vsock);
+    const server = api.createServer(
+      {
+        allowHalfOpen: true,
+        pauseOnConnect: true,
+        ...(options.vsock?.transport !== undefined ? { transport: options.vsock.transport } : {}),
+      },
+      (s) => onConnection(s),
+    );
+    await waitListening(
+      server,
+      (cb) =>
+        server.listen(
+          {
+            port: ep.port,
+            ...(ep.cid === VMADDR_CID_ANY ? {} : { cid: ep.cid }),
+            ...(options.backlog ? { backlog: options.backlog } : {}),
+          },
+          cb,
+        ),
+      ep,
+    );
+    const addr = server.address() as { cid?: number; port?: number } | null;
+    const bound: Endpoint = {
+      kind: 'vsock',
+      cid: ep.cid,
+      port: typeof addr?.port === 'number' ? addr.port : ep.port,
+    };
+    server.on('error', () => {});
+    return {
+      endpoint: bound,
+      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    };
+  }
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) =>
+    onConnection(s),
+  );
+  if (ep.kind === 'unix') {
+    await unlinkStaleUnixSocket(ep.path);
+    await waitListening(
+      server,
+      (cb) => server.listen({ path: ep.path, backlog: options.backlog ?? 511 }, cb),
+      ep,
+    );
+  } else {
+    await waitListening(
+      server,
+      (cb) => server.listen({ host: ep.host, port: ep.port, backlog: options.backlog ?? 511 }, cb),
+      ep,
+    );
+  }
+  const addr = server.address();
+  const bound: Endpoint =
+    ep.kind === 'tcp' && addr && typeof addr === 'object'
+      ? { kind: 'tcp', host: ep.host, port: addr.port }
+      : ep;
+  server.on('error', () => {});
+  return {
+    endpoint: bound,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface DialOptions {
+  signal?: AbortSignal;
+  /** Per-attempt connect timeout in ms (0 = none). */
+  timeoutMs?: number;
+  vsock?: VsockOptions;
+  /** Checked against the name and every resolved address before any connect (TCP only). */
+  policy?: Policy;
+  resolver?: Resolver;
+}
+
+function abortError(signal: AbortSignal, address: string): ProxyError {
+  return new ProxyError('ERR_PROXY_ABORTED', `Dialling ${address} was aborted.`, {
+    cause: signal.reason,
+    address,
+  });
+}
+
+/** Waits for `socket` to connect, with timeout and abort; destroys it on failure. */
+export function awaitConnect(
+  socket: net.Socket,
+  address: string,
+  timeoutMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const cleanup = () => {
+      if (timer) clearTimeout(timer);
+      socket.removeListener('connect', onConnect);
+      socket.removeListener('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      socket.destroy();
+      reject(err);
+    };
+    const onConnect = () => {
+      cleanup();
+      resolve(socket);
+    };
+    const onError = (err: Error) => fail(socketError(err, address, 'Connecting to'));
+    const onAbort = () => fail(abortError(signal as AbortSignal, address));
+    if (signal?.aborted) return onAbort();
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs && timeoutMs > 0) {
+      timer = setTimeout(
+        () =>
+          fail(
+            new ProxyError(
+              'ERR_PROXY_DIAL_TIMEOUT',
+              `Connecting to ${address} timed out after ${timeoutMs} ms; check that it listens or raise connectTimeoutMs.`,
+              { address, syscall: 'connect' },
+            ),
+          ),
+        timeoutMs,
+      );
+    }
+  });
+}
+
+let defaultResolver: Resolver | undefined;
+function sharedResolver(): Resolver {
+  defaultResolver ??= createResolver();
+  return defaultResolver;
+}
+
+/**
+ * Dials a TCP `host:port`: checks the policy on the name, resolves (IP literals skip DNS), checks
+ * the policy on every resolved address, then tries the addresses in order until one connects.
+ */
+export async function dialTcp(
+  host: string,
+  port: number,
+  options: DialOptions = {},
+): Promise<net.Socket> {
+  const name = normalizeHost(host);
+  const shown = formatHostPort(name, port);
+  if (options.policy) {
+    const pre = options.policy.precheck(name, port);
+    if (pre && !pre.allowed) {
+      throw new ProxyError(
+        'ERR_PROXY_POLICY_DENIED',
+        `Connection to ${shown} refused by policy: ${pre.reason}.`,
+        {
+          address: shown,
+          details: { reason: pre.reason, ...(pre.rule ? { rule: pre.rule } : {}) },
+        },
+      );
+    }
+  }
+  const resolver = options.resolver ?? sharedResolver();
+  const addresses = await resolver.resolve(name);
+  if (options.signal?.aborted) throw abortError(options.signal, shown);
+  if (options.policy) {
+    const d = options.policy.check(
+      name,
+      port,
+      addresses.map((a) => a.address),
+    );
+    if (!d.allowed) {
+      throw new ProxyError(
+        'ERR_PROXY_POLICY_DENIED',
+        `Connection to ${shown} refused by policy: ${d.reason}.`,
+        {
+          address: shown,
+          details: { reason: d.reason, ...(d.rule ? { rule: d.rule } : {}) },
+        },
+      );
+    }
+  }
+  let lastError: unknown;
+  for (const a of addresses) {
+    const addr = formatHostPort(a.address, port);
+    try {
+      const socket = net.connect({ host: a.address, port, allowHalfOpen: true, noDelay: true });
+      return await awaitConnect(socket, addr, options.timeoutMs, options.signal);
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      lastError = err;
+    }
+  }
+  if (addresses.length > 1) {
+    const e =
+      lastError instanceof ProxyError ? lastError : socketError(lastError, shown, 'Connecting to');
+    throw new ProxyError(
+      e.code,
+      `Connecting to ${shown} failed on all ${addresses.length} addresses; last: ${errorMessage(lastError)}`,
+      { cause: lastError, address: shown, ...(e.syscall ? { syscall: e.syscall } : {}) },
+    );
+  }
+  throw lastError;
+}
+
+/** Dials any endpoint once (no retries). */
+export async function dialEndpoint(ep: Endpoint, options: DialOptions = {}): Promise<ProxySocket> {
+  if (ep.kind === 'tcp') return dialTcp(ep.host, ep.port, options);
+  const shown = describeEndpoint(ep);
+  if (ep.kind === 'unix') {
+    return awaitConnect(
+      net.connect({ path: ep.path, allowHalfOpen: true }),
+      shown,
+      options.timeoutMs,
+      options.signal,
+    );
+  }
+  const api = await loadVsock(options.vsock);
+  let created: net.Socket | Promise<net.Socket>;
+  try {
+    created = api.connect({
+      cid: ep.cid,
+      port: ep.port,
+      ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.vsock?.transport !== undefined ? { transport: options.vsock.transport } : {}),
+    });
+  } catch (err) {
+    throw socketError(err, shown, 'Connecting to');
+  }
+  if (created instanceof Promise) {
+    try {
+      return await created;
+    } catch (err) {
+      throw socketError(err, shown, 'Connecting to');
+    }
+  }
+  if (!created.connecting && !created.destroyed && created.readyState === 'open') return created;
+  return awaitConnect(created, shown, options.timeoutMs, options.signal);
+}
