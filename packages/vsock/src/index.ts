@@ -1,1 +1,36 @@
-export {};
+export { formatVsockAddress, parseVsockAddress, type VsockAddress } from './address.js';
+export {
+  connect,
+  createConnection,
+  type DialRequest,
+  localCid,
+  type VsockConnectOptions,
+  type VsockDialer,
+  type VsockDialerOptions,
+  vsockDialer,
+} from './connect.js';
+export {
+  CID_ANY,
+  CID_HOST,
+  CID_HYPERVISOR,
+  CID_LOCAL,
+  CID_PARENT,
+  PORT_ANY,
+} from './constants.js';
+export {
+  createEmulatedTransport,
+  type EmulatedTransportOptions,
+  emulatedSocketPath,
+} from './emulated.js';
+export { VsockError, type VsockErrorDetails } from './errors.js';
+export { kernelTransport } from './kernel.js';
+export { defaultTransport, VSOCK_DIR_ENV } from './select.js';
+export {
+  type CreateServerOptions,
+  createServer,
+  type VsockListenOptions,
+  VsockServer,
+  type VsockServerEvents,
+} from './server.js';
+export { type TransportKind, VsockSocket } from './socket.js';
+export type { VsockTransport } from './transport.js';

@@ -1,0 +1,199 @@
+// Thin, lazily loaded bindings: libc socket calls through koffi, libuv stream handles through
+// Node's pipe_wrap binding, and koffi's uv_poll wrapper for connect readiness. Internal only.
+import koffi from 'koffi';
+import { CID_ANY } from './constants.js';
+import { VsockError } from './errors.js';
+
+export const AF_VSOCK = 40;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_ERROR = 4;
+const SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD = 6;
+const IOCTL_VM_SOCKETS_GET_LOCAL_CID = 0x7b9;
+export const EINPROGRESS = 115;
+
+/** A libuv stream handle from Node's pipe_wrap binding (the subset this package uses). */
+export interface UvStreamHandle {
+  readonly fd: number;
+  open(fd: number): number;
+  bind(path: string): number;
+  listen(backlog: number): number;
+  close(cb?: () => void): void;
+  readStart(): number;
+  readStop(): number;
+  ref(): void;
+  unref(): void;
+  onconnection: ((status: number, client?: UvStreamHandle) => void) | null;
+}
+
+interface PipeBinding {
+  Pipe: new (type: number) => UvStreamHandle;
+  constants: { SOCKET: number; SERVER: number };
+}
+
+type SysFn = (...args: unknown[]) => number;
+
+interface Libc {
+  socket: SysFn;
+  bind: SysFn;
+  connect: SysFn;
+  getsockname: SysFn;
+  getpeername: SysFn;
+  getsockopt: SysFn;
+  setsockopt: SysFn;
+  close: SysFn;
+  open: SysFn;
+  ioctl: SysFn;
+}
+
+let libc: Libc | undefined;
+let pipeBinding: PipeBinding | undefined;
+
+function unsupported(op: string, cause: unknown): VsockError {
+  return new VsockError(
+    'EAFNOSUPPORT',
+    `${op}: no vsock transport: is this an enclave or a VM with virtio-vsock? (AF_VSOCK needs Linux; for development use createEmulatedTransport({ dir }) or ENCLAVE_EXTRAS_VSOCK_DIR)`,
+    { op, syscall: op, errno: -97, cause },
+  );
+}
+
+export function sys(op: string): Libc {
+  if (libc) return libc;
+  if (process.platform !== 'linux')
+    throw unsupported(op, new Error(`platform ${process.platform}`));
+  try {
+    const lib = koffi.load('libc.so.6');
+    const f = (proto: string): SysFn => lib.func(proto) as unknown as SysFn;
+    libc = {
+      socket: f('int socket(int domain, int type, int protocol)'),
+      bind: f('int bind(int fd, void *addr, uint32_t len)'),
+      connect: f('int connect(int fd, void *addr, uint32_t len)'),
+      getsockname: f('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)'),
+      getpeername: f('int getpeername(int fd, void *addr, _Inout_ uint32_t *len)'),
+      getsockopt: f(
+        'int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)',
+      ),
+      setsockopt: f('int setsockopt(int fd, int level, int name, void *val, uint32_t len)'),
+      close: f('int close(int fd)'),
+      open: f('int open(const char *path, int flags)'),
+      ioctl: f('int ioctl(int fd, unsigned long request, void *arg)'),
+    };
+    return libc;
+  } catch (cause) {
+    throw unsupported(op, cause);
+  }
+}
+
+export function pipes(): PipeBinding {
+  if (!pipeBinding) {
+    // pipe_wrap is on process.binding()'s allow list in Node 20-24; it gives libuv stream
+    // handles that read/write any stream fd through the event loop (epoll).
+    const binding = (process as unknown as { binding(name: string): unknown }).binding;
+    pipeBinding = binding.call(process, 'pipe_wrap') as PipeBinding;
+  }
+  return pipeBinding;
+}
+
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+export function sockaddr(cid: number, port: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt16LE(AF_VSOCK, 0);
+  b.writeUInt32LE(port >>> 0, 4);
+  b.writeUInt32LE(cid >>> 0, 8);
+  return b;
+}
+
+/** Returns a non-blocking, close-on-exec AF_VSOCK stream fd or a negative errno. */
+export function vsockSocket(): number {
+  const fd = sys('socket').socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -lastErrno() : fd;
+}
+
+export function closeFd(fd: number): void {
+  sys('close').close(fd);
+}
+
+/** 0 or a negative errno. */
+export function bindFd(fd: number, cid: number, port: number): number {
+  return sys('bind').bind(fd, sockaddr(cid, port), 16) < 0 ? -lastErrno() : 0;
+}
+
+/** 0, or a negative errno (-EINPROGRESS while the handshake runs). */
+export function connectFd(fd: number, cid: number, port: number): number {
+  return sys('connect').connect(fd, sockaddr(cid, port), 16) < 0 ? -lastErrno() : 0;
+}
+
+function nameOf(
+  fd: number,
+  which: 'getsockname' | 'getpeername',
+): { cid: number; port: number } | number {
+  const b = Buffer.alloc(16);
+  const len = [16];
+  if (sys(which)[which](fd, b, len) < 0) return -lastErrno();
+  return { cid: b.readUInt32LE(8), port: b.readUInt32LE(4) };
+}
+
+export function sockName(fd: number): { cid: number; port: number } | number {
+  return nameOf(fd, 'getsockname');
+}
+
+export function peerName(fd: number): { cid: number; port: number } | number {
+  return nameOf(fd, 'getpeername');
+}
+
+/** Pending socket error (SO_ERROR) as a positive errno, 0 when none. */
+export function socketError(fd: number): number {
+  const b = Buffer.alloc(4);
+  const len = [4];
+  if (sys('getsockopt').getsockopt(fd, SOL_SOCKET, SO_ERROR, b, len) < 0) return lastErrno();
+  return b.readInt32LE(0);
+}
+
+/** Sets SO_VM_SOCKETS_CONNECT_TIMEOUT (struct timeval, 64-bit layout). 0 or negative errno. */
+export function setConnectTimeout(fd: number, ms: number): number {
+  const b = Buffer.alloc(16);
+  b.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
+  b.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
+  return sys('setsockopt').setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD, b, 16) < 0
+    ? -lastErrno()
+    : 0;
+}
+
+/** The local CID from /dev/vsock, or a negative errno. */
+export function ioctlLocalCid(): number {
+  const c = sys('localCid');
+  const fd = c.open('/dev/vsock', O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -lastErrno();
+  const b = Buffer.alloc(4);
+  const r = c.ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, b);
+  const err = r < 0 ? lastErrno() : 0;
+  c.close(fd);
+  if (err) return -err;
+  const cid = b.readUInt32LE(0);
+  return cid === CID_ANY ? -19 : cid;
+}
+
+export interface PollWatch {
+  close(): void;
+}
+
+type PollCallback = (status: number, events?: { writable: boolean }) => void;
+
+/** Watches `fd` for writability with libuv's uv_poll (through koffi); one callback per event. */
+export function watchWritable(fd: number, cb: (status: number) => void): PollWatch {
+  const poll = koffi.node.poll as unknown as (
+    fd: number,
+    opts: { writable: boolean; disconnect: boolean },
+    cb: PollCallback,
+  ) => PollWatch;
+  return poll(fd, { writable: true, disconnect: true }, (status) =>
+    cb(typeof status === 'number' ? status : 0),
+  );
+}
