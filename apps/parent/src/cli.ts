@@ -4,6 +4,7 @@
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (run: the app's own status).
 import { Command } from 'commander';
 import { version } from '../package.json';
+import { register as registerKmsLocal } from './commands/kms-local.js';
 
 const program = new Command('ee-parent')
   .description(
@@ -16,6 +17,7 @@ const program = new Command('ee-parent')
   });
 
 // Subcommands register here (one line each).
+registerKmsLocal(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
