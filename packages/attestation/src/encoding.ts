@@ -40,7 +40,8 @@ export function decodeDocumentInput(text: string): Uint8Array {
   }
   const noPrefix = /^0x/i.test(s) ? s.slice(2) : s;
   if (HEX_RE.test(noPrefix)) return fromHex(noPrefix, 'document');
-  if (B64_RE.test(s) && s.replace(/=+$/, '').length % 4 !== 1) {
+  const unpadded = s.replace(/=+$/, '');
+  if (B64_RE.test(s) && unpadded.length > 1 && unpadded.length % 4 !== 1) {
     return new Uint8Array(Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64'));
   }
   throw new AttestationError(
