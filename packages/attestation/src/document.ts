@@ -108,8 +108,8 @@ export function parseDocument(input: Uint8Array | ArrayBuffer | string): Attesta
   } catch (err) {
     throw wrapError(
       err,
-      'ERR_ATTESTATION_MALFORMED_CBOR',
-      'document: cannot be parsed',
+      'ERR_ATTESTATION_INTERNAL',
+      'document: unexpected failure while parsing (please report it)',
       'document',
     );
   }

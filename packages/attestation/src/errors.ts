@@ -17,6 +17,7 @@ export const ATTESTATION_ERROR_CODES = [
   'ERR_ATTESTATION_STALE',
   'ERR_ATTESTATION_DEBUG_ENCLAVE',
   'ERR_ATTESTATION_SIGNER',
+  'ERR_ATTESTATION_INTERNAL',
 ] as const;
 
 export type AttestationErrorCode = (typeof ATTESTATION_ERROR_CODES)[number];

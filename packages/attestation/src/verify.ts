@@ -190,7 +190,11 @@ export class AttestationVerifier {
     try {
       return this.#verify(input, options);
     } catch (err) {
-      throw wrapError(err, 'ERR_ATTESTATION_BAD_INPUT', 'unexpected failure while verifying');
+      throw wrapError(
+        err,
+        'ERR_ATTESTATION_INTERNAL',
+        'document: unexpected failure while verifying (please report it)',
+      );
     }
   }
 
