@@ -197,6 +197,34 @@ function cborBstr(b) {
 }
 baselines.push({ name: 'naive node:crypto X509Certificate chain, no cache', docs, fn: naive });
 
+// 4. the floor: exactly two raw ECDSA verifications per document (the leaf certificate by its
+//    issuer, the COSE signature by the leaf), with keys prepared in advance.
+const floorInputs = docs.map((d) => {
+  const doc = parseDocument(d.bytes);
+  const leaf = new X509Certificate(doc.certificate);
+  const issuer = new X509Certificate(doc.cabundle.at(-1));
+  return { leaf, issuerKey: issuer.publicKey, doc };
+});
+let floorIndex = 0;
+function twoVerifies() {
+  const f = floorInputs[floorIndex++ % floorInputs.length];
+  f.leaf.verify(f.issuerKey);
+  const tbs = Buffer.concat([
+    Buffer.from([0x84, 0x6a]),
+    Buffer.from('Signature1'),
+    cborBstr(f.doc.raw.protected),
+    Buffer.from([0x40]),
+    cborBstr(f.doc.raw.payload),
+  ]);
+  cryptoVerify(
+    'sha384',
+    tbs,
+    { key: f.leaf.publicKey, dsaEncoding: 'ieee-p1363' },
+    f.doc.raw.signature,
+  );
+}
+baselines.push({ name: 'floor: 2 raw ECDSA verifies/doc (not a verifier)', docs, fn: twoVerifies });
+
 // ---------------------------------------------------------------- run
 console.log(`attestation bench: ${source}; ${SECONDS}s per row, node ${process.version}`);
 const rows = [];
