@@ -14,6 +14,7 @@ export {
   type RouteConfig,
   routeSchema,
 } from './config.js';
+export * from './enclave/index.js';
 export {
   describeEndpoint,
   type Endpoint,

@@ -1,0 +1,41 @@
+import { z } from 'zod';
+import { egressGatewaySchema, routeSchema } from '../config.js';
+
+const hostsEntrySchema = z.strictObject({
+  address: z.string().min(1),
+  names: z.array(z.string().min(1)).min(1),
+});
+
+/** `network:` of enclave.yaml: loopback setup and /etc/hosts entries. */
+export const enclaveNetworkSchema = z.strictObject({
+  /** Bring `lo` up and add the 127.0.0.x aliases the routes use (false on a laptop). */
+  setup: z.boolean().default(true),
+  /** Extra loopback aliases beyond the ones derived from routes and hosts entries. */
+  aliases: z.array(z.string()).default([]),
+  hosts: z.array(hostsEntrySchema).default([]),
+  hostsFile: z.string().min(1).default('/etc/hosts'),
+});
+
+/**
+ * enclave.yaml: the enclave entrypoint's configuration. `routes` carry TCP->vsock (vscproxy:
+ * `listen: tcp:127.0.0.2:443`, `dial: vsock:3:8000`) and vsock->TCP inbound routes;
+ * `egressGateway` is the local HTTP CONNECT/SOCKS5 listener carried to the parent.
+ */
+export const enclaveConfigSchema = z.strictObject({
+  network: enclaveNetworkSchema.default({
+    setup: true,
+    aliases: [],
+    hosts: [],
+    hostsFile: '/etc/hosts',
+  }),
+  routes: z.array(routeSchema).default([]),
+  egressGateway: egressGatewaySchema.optional(),
+  /** Set HTTPS_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
+  proxyEnv: z.boolean().default(true),
+  /** Extra NO_PROXY entries (localhost and 127.0.0.0/8 are always in). */
+  noProxy: z.array(z.string()).default([]),
+  /** How long routes may drain after the app exits (ms). */
+  drainTimeoutMs: z.number().int().nonnegative().default(5_000),
+});
+
+export type EnclaveConfig = z.output<typeof enclaveConfigSchema>;
