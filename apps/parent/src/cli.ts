@@ -5,6 +5,8 @@
 import { Command } from 'commander';
 import { version } from '../package.json';
 import { register as registerKmsLocal } from './commands/kms-local.js';
+import { register as registerRun } from './commands/run.js';
+import { register as registerVsockProxy } from './commands/vsock-proxy.js';
 
 const program = new Command('ee-parent')
   .description(
@@ -17,6 +19,8 @@ const program = new Command('ee-parent')
   });
 
 // Subcommands register here (one line each).
+registerVsockProxy(program);
+registerRun(program);
 registerKmsLocal(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

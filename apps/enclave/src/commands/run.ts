@@ -1,0 +1,68 @@
+// ee-enclave run --config enclave.yaml -- <app> [args]: the enclave entrypoint.
+import {
+  describeEndpoint,
+  enclaveConfigSchema,
+  loadConfigFile,
+  runEnclave,
+} from '@enclave-extras/proxy';
+import type { Command } from 'commander';
+import { applyVsockDir, createLogger, exitWithError, UsageError } from '../common.js';
+
+interface RunOptions {
+  config: string;
+  networkSetup: boolean;
+  hostsFile?: string;
+  logLevel: string;
+  vsockDir?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description(
+      'The enclave entrypoint: bring lo up with the 127.0.0.x aliases the routes need, write the /etc/hosts entries, start the TCP->vsock routes, the egress gateway (HTTP CONNECT + SOCKS5 carried to the parent over one vsock port) and the inbound vsock->TCP routes, wait until they listen, then run the app with HTTPS_PROXY/ALL_PROXY/NO_PROXY set when the gateway is on. Signals are forwarded to the app; ee-enclave exits with its status.',
+    )
+    .requiredOption('-c, --config <file>', 'enclave.yaml')
+    .option('--no-network-setup', 'skip loopback aliases and /etc/hosts (development on a laptop)')
+    .option('--hosts-file <file>', 'write the hosts entries to FILE instead of network.hostsFile')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
+    .option(
+      '--vsock-dir <dir>',
+      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
+    )
+    .argument('<app>', 'the program to run once every route listens (after "--")')
+    .argument('[args...]', 'its arguments')
+    .addHelpText(
+      'after',
+      "\nExample:\n  ee-enclave run --config /app/enclave.yaml -- node /app/server.js\n\nExit codes: the app's exit code, or 128+N when it died by signal N; 1 runtime failure before the app started (network setup needs CAP_NET_ADMIN: code EPERM; a listen failed); 2 usage or config error (the message names file:line:col and the key).",
+    )
+    .action(async (app: string, args: string[], opts: RunOptions) => {
+      let log: ReturnType<typeof createLogger> | undefined;
+      try {
+        log = createLogger(opts.logLevel, 'ee-enclave');
+        applyVsockDir(opts.vsockDir);
+        if (!app) throw new UsageError('Name the app to run after "--".');
+        const config = await loadConfigFile(opts.config, enclaveConfigSchema);
+        if (opts.hostsFile) config.network.hostsFile = opts.hostsFile;
+        const logger = log;
+        const exit = await runEnclave(config, {
+          command: app,
+          args,
+          logger,
+          skipNetwork: !opts.networkSetup || !config.network.setup,
+          onReady: (runtime) =>
+            logger.info(
+              {
+                routes: runtime
+                  .routes()
+                  .map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
+              },
+              'ready',
+            ),
+        });
+        process.exit(exit.status);
+      } catch (err) {
+        exitWithError(err, log);
+      }
+    });
+}

@@ -1,0 +1,116 @@
+// ee-parent run --config parent.yaml: every parent-side route of a deployment, reloadable.
+import {
+  describeEndpoint,
+  loadConfigFile,
+  ProxyRuntime,
+  type RuntimeConfig,
+} from '@enclave-extras/proxy';
+import type { Command } from 'commander';
+import { applyVsockDir, createLogger, exitWithError } from '../common.js';
+import { type ParentConfig, parentConfigSchema } from '../config.js';
+import { type MetricsServer, startMetricsServer } from '../metrics-server.js';
+
+interface RunOptions {
+  config: string;
+  logLevel: string;
+  vsockDir?: string;
+}
+
+function runtimeConfig(c: ParentConfig): RuntimeConfig {
+  return {
+    routes: c.routes,
+    ...(c.egressGateway ? { egressGatewayServers: [c.egressGateway] } : {}),
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description(
+      'Serve every parent-side route of a deployment from parent.yaml: vsock->TCP egress routes, the egress gateway server with its policy, TCP->enclave inbound routes, plus /metrics and /healthz. SIGHUP reloads the file without dropping connections; SIGTERM drains and exits.',
+    )
+    .requiredOption('-c, --config <file>', 'parent.yaml')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
+    .option(
+      '--vsock-dir <dir>',
+      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
+    )
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 drained after SIGTERM/SIGINT, 1 runtime failure (e.g. a listen failed), 2 usage or config error (the message names file:line:col and the key).',
+    )
+    .action(async (opts: RunOptions) => {
+      let log: ReturnType<typeof createLogger> | undefined;
+      try {
+        log = createLogger(opts.logLevel, 'ee-parent');
+        applyVsockDir(opts.vsockDir);
+        await run(opts, log);
+      } catch (err) {
+        exitWithError(err, log);
+      }
+    });
+}
+
+async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Promise<void> {
+  let config = await loadConfigFile(opts.config, parentConfigSchema);
+  const runtime = new ProxyRuntime({ logger: log, drainTimeoutMs: config.drainTimeoutMs });
+  let draining = false;
+  let metrics: MetricsServer | undefined;
+  try {
+    await runtime.apply(runtimeConfig(config));
+    if (config.metrics && config.metrics.listen.kind === 'tcp') {
+      metrics = await startMetricsServer(runtime, config.metrics.listen, () => draining);
+    }
+  } catch (err) {
+    await runtime.close({ drain: false });
+    throw err;
+  }
+  log.info(
+    {
+      routes: runtime.routes().map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
+      ...(metrics ? { metricsPort: metrics.port } : {}),
+    },
+    'ready',
+  );
+
+  process.on('SIGHUP', () => {
+    if (draining) return;
+    log.info({ config: opts.config }, 'SIGHUP: reloading');
+    loadConfigFile(opts.config, parentConfigSchema)
+      .then(async (next) => {
+        if (JSON.stringify(next.metrics) !== JSON.stringify(config.metrics)) {
+          log.warn({}, 'metrics.listen changed: it takes effect on restart');
+        }
+        const result = await runtime.apply(runtimeConfig(next));
+        config = next;
+        log.info({ ...result }, 'reloaded');
+      })
+      .catch((err: unknown) => {
+        const e = err as { code?: string; message?: string };
+        log.error(
+          { code: e.code, err: e.message },
+          'reload failed: the previous configuration keeps running',
+        );
+      });
+  });
+
+  const stop = (signal: NodeJS.Signals) => {
+    if (draining) {
+      log.warn({ signal }, 'second signal: closing every connection now');
+      runtime.close({ drain: false }).finally(() => process.exit(0));
+      return;
+    }
+    draining = true;
+    log.info({ signal, timeoutMs: config.drainTimeoutMs }, 'draining');
+    runtime
+      .close({ drain: true, timeoutMs: config.drainTimeoutMs })
+      .then(() => metrics?.close())
+      .then(() => {
+        log.info({}, 'drained, exiting');
+        process.exit(0);
+      })
+      .catch((err: unknown) => exitWithError(err, log));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}

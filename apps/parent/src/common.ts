@@ -1,0 +1,43 @@
+// Shared flag handling of ee-parent commands: logger, vsock emulation dir, exit codes.
+import pino from 'pino';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** One pino logger per process: JSON lines on stderr (synchronous, so nothing is lost on exit). */
+export function createLogger(level: string, name: string): pino.Logger {
+  if (!(LOG_LEVELS as ReadonlyArray<string>).includes(level)) {
+    throw new UsageError(`--log-level "${level}" is not one of ${LOG_LEVELS.join(', ')}.`);
+  }
+  return pino({ level, name, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+}
+
+/** A usage/config problem: exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+  readonly code = 'ERR_USAGE';
+}
+
+/** `--vsock-dir DIR` (or ENCLAVE_EXTRAS_VSOCK_DIR) selects the Unix-socket vsock emulation. */
+export function applyVsockDir(dir: string | undefined): void {
+  if (dir) process.env.ENCLAVE_EXTRAS_VSOCK_DIR = dir;
+}
+
+const USAGE_CODES = new Set(['ERR_CONFIG_INVALID', 'ERR_CONFIG_READ', 'ERR_USAGE']);
+
+/** Prints a failure on stderr and exits: 2 for usage/config errors, 1 for anything else. */
+export function exitWithError(err: unknown, log?: pino.Logger): never {
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  log?.error({ code, err: message }, 'fatal');
+  process.stderr.write(`ee-parent: ${code ? `${code}: ` : ''}${message}\n`);
+  process.exit(code && USAGE_CODES.has(code) ? 2 : 1);
+}
+
+/** Parses a decimal integer flag/argument in [min, max], else a UsageError naming it. */
+export function intArg(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new UsageError(`${name} "${value}" must be an integer from ${min} to ${max}.`);
+  }
+  return Number(value);
+}
