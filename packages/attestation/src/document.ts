@@ -153,8 +153,8 @@ function parse(input: Uint8Array | ArrayBuffer | string): AttestationDocument {
   if (typeof moduleId !== 'string') {
     throw structure('payload.module_id', `expected a text string, got ${describe(moduleId)}`);
   }
-  if (moduleId.length === 0 || moduleId.length > 256) {
-    throw size('payload.module_id', `length ${moduleId.length} is outside 1..256`);
+  if (moduleId.length === 0 || moduleId.length > MAX_FIELD_BYTES) {
+    throw size('payload.module_id', `length ${moduleId.length} is outside 1..${MAX_FIELD_BYTES}`);
   }
   const digest = get('digest');
   if (digest !== 'SHA256' && digest !== 'SHA384' && digest !== 'SHA512') {

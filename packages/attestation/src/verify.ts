@@ -202,7 +202,17 @@ export class AttestationVerifier {
     input: Uint8Array | ArrayBuffer | string,
     options: VerifyOptions,
   ): VerifiedAttestationDocument {
+    if (options === null || typeof options !== 'object') {
+      throw new AttestationError('ERR_ATTESTATION_BAD_INPUT', 'options must be an object', {
+        field: 'options',
+      });
+    }
     const policy = options.policy ?? {};
+    if (policy === null || typeof policy !== 'object') {
+      throw new AttestationError('ERR_ATTESTATION_BAD_INPUT', 'policy must be an object', {
+        field: 'policy',
+      });
+    }
     const doc = parseDocument(input);
     const now = policy.now === undefined ? Date.now() : toMs(policy.now, 'policy.now');
     const at = options.at ?? 'now';
@@ -489,7 +499,7 @@ export function verifyDocument(
   input: Uint8Array | ArrayBuffer | string,
   options: VerifyOptions & { roots?: RootCertificate[] } = {},
 ): VerifiedAttestationDocument {
-  if (options.roots !== undefined) {
+  if (options !== null && typeof options === 'object' && options.roots !== undefined) {
     return new AttestationVerifier({ roots: options.roots, cacheSize: 0 }).verify(input, options);
   }
   defaultVerifier ??= new AttestationVerifier();

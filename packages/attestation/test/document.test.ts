@@ -314,6 +314,23 @@ describe('input helpers', () => {
     }
   });
 
+  it('rejects bad options with BAD_INPUT', () => {
+    for (const bad of [null, 5, 'x']) {
+      expect(codeOf(() => verifyDocument(doc, bad as never))).toBe('ERR_ATTESTATION_BAD_INPUT');
+      if (bad !== null) {
+        expect(codeOf(() => verifyDocument(doc, { roots, policy: bad as never }))).toBe(
+          'ERR_ATTESTATION_BAD_INPUT',
+        );
+      }
+    }
+    expect(codeOf(() => verifyDocument(doc, { roots, at: 'yesterday' as never }))).toBe(
+      'ERR_ATTESTATION_BAD_INPUT',
+    );
+    expect(codeOf(() => verifyDocument(doc, { roots: 'pem' as never }))).toBe(
+      'ERR_ATTESTATION_BAD_INPUT',
+    );
+  });
+
   it('exports the stable code list', () => {
     expect(ATTESTATION_ERROR_CODES).toContain('ERR_ATTESTATION_CERT_EXPIRED');
     expect(new Set(ATTESTATION_ERROR_CODES).size).toBe(ATTESTATION_ERROR_CODES.length);
