@@ -1,4 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   AttestationError,
@@ -91,5 +95,39 @@ describe('own chain (createCertificateChain + signDocument)', () => {
       leaf.certificate,
     );
     expect(parseDocument(bytes).certificate).toEqual(leaf.certificate);
+  });
+});
+
+const openssl = spawnSync('openssl', ['version'], { encoding: 'utf8' });
+if (openssl.status !== 0)
+  console.warn('[attestation] SKIPPING openssl cross-check: openssl not found');
+
+describe.skipIf(openssl.status !== 0)('certificates cross-checked by the openssl CLI', () => {
+  it('openssl verify -x509_strict accepts the generated chain and purpose-checks the leaf', () => {
+    const chain = createCertificateChain();
+    const dir = mkdtempSync(join(tmpdir(), 'att-openssl-'));
+    try {
+      writeFileSync(join(dir, 'root.pem'), chain.root.pem);
+      writeFileSync(join(dir, 'inter.pem'), chain.intermediates.map((c) => c.pem).join(''));
+      writeFileSync(join(dir, 'leaf.pem'), chain.leaf.pem);
+      const r = spawnSync(
+        'openssl',
+        ['verify', '-x509_strict', '-CAfile', 'root.pem', '-untrusted', 'inter.pem', 'leaf.pem'],
+        { cwd: dir, encoding: 'utf8' },
+      );
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('leaf.pem: OK');
+      // and a leaf from another chain is refused by openssl too
+      const other = createCertificateChain({ intermediates: 1 });
+      writeFileSync(join(dir, 'leaf2.pem'), other.leaf.pem);
+      const bad = spawnSync(
+        'openssl',
+        ['verify', '-x509_strict', '-CAfile', 'root.pem', '-untrusted', 'inter.pem', 'leaf2.pem'],
+        { cwd: dir, encoding: 'utf8' },
+      );
+      expect(bad.status).not.toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
