@@ -1,6 +1,16 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AttestationError, parseDocument, verifyDocument } from '../src/index.js';
-import { HAVE_FIXTURES, loadFixtures } from './fixtures.js';
+import {
+  AttestationError,
+  AWS_NITRO_ROOT_PEM,
+  AWS_NITRO_ROOT_SHA256,
+  parseDocument,
+  pemToDer,
+  verifyDocument,
+} from '../src/index.js';
+import { FIXTURE_DIR, HAVE_FIXTURES, loadFixtures } from './fixtures.js';
 
 const fixtures = loadFixtures();
 const valid = fixtures.filter((f) => f.expect === 'valid');
@@ -15,6 +25,21 @@ function codeOf(fn: () => unknown): string {
   }
   return 'ACCEPTED';
 }
+
+describe('embedded AWS Nitro root', () => {
+  it('has the pinned SHA-256 fingerprint', () => {
+    const der = pemToDer(AWS_NITRO_ROOT_PEM);
+    expect(createHash('sha256').update(der).digest('hex')).toBe(AWS_NITRO_ROOT_SHA256);
+    expect(AWS_NITRO_ROOT_SHA256).toBe(
+      '641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b',
+    );
+  });
+
+  it.skipIf(!HAVE_FIXTURES)('equals the published PEM in the fixtures', () => {
+    const pem = readFileSync(join(FIXTURE_DIR, 'aws-nitro-enclaves-root-g1.pem'), 'utf8');
+    expect(pemToDer(pem)).toEqual(pemToDer(AWS_NITRO_ROOT_PEM));
+  });
+});
 
 describe.skipIf(!HAVE_FIXTURES)('real AWS Nitro documents (../shared/fixtures/attestation)', () => {
   it('has the fixtures', () => {
