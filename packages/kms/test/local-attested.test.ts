@@ -1,8 +1,16 @@
 // Attested requests to the local KMS through the real AWS SDK: documents signed by a
 // development chain (the same signer the NSM simulator uses), refusals for each way an
 // attested request can be wrong.
-import { createHash, generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+} from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -10,6 +18,7 @@ import {
   DecryptCommand,
   EncryptCommand,
   GenerateDataKeyCommand,
+  GenerateDataKeyPairCommand,
   GenerateRandomCommand,
   KMSClient,
 } from '@aws-sdk/client-kms';
@@ -19,6 +28,7 @@ import {
   signDocument,
 } from '@enclave-extras/attestation';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decryptCiphertextForRecipient } from '../src/index.js';
 import { createLocalKms, type LocalKms } from '../src/local/index.js';
 
 const CREDS = { accessKeyId: 'AKIDATTESTED', secretAccessKey: 'attested-secret' };
@@ -230,5 +240,108 @@ describe('attested requests refused', () => {
     } finally {
       await bare.close();
     }
+  });
+});
+
+describe('attested requests answered with CiphertextForRecipient', () => {
+  it('Decrypt: CMS for the recipient key, Plaintext empty, decryptable by the package and by openssl cms', async () => {
+    const out = await kc.send(
+      new DecryptCommand({ CiphertextBlob: ciphertext, Recipient: recipient(doc()) }),
+    );
+    expect(out.Plaintext).toBeUndefined();
+    expect(out.KeyId).toContain(keyId);
+    const cms = Buffer.from(out.CiphertextForRecipient!);
+    expect(cms[0]).toBe(0x30);
+    expect(cms[1]).toBe(0x80); // BER indefinite length, as AWS sends
+    expect(decryptCiphertextForRecipient(cms, rsa.privateKey).toString()).toBe('enclave only');
+
+    const keyPem = join(dir, 'recipient.pem');
+    const cmsFile = join(dir, 'answer.ber');
+    writeFileSync(keyPem, rsa.privateKey.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
+    writeFileSync(cmsFile, cms);
+    const plain = execFileSync(
+      'openssl',
+      ['cms', '-decrypt', '-inform', 'DER', '-in', cmsFile, '-inkey', keyPem],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    expect(plain.toString()).toBe('enclave only');
+  });
+
+  it('GenerateDataKey: the data key only inside CMS, same key as the CiphertextBlob holds', async () => {
+    const out = await kc.send(
+      new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256', Recipient: recipient(doc()) }),
+    );
+    expect(out.Plaintext).toBeUndefined();
+    const dk = decryptCiphertextForRecipient(
+      Buffer.from(out.CiphertextForRecipient!),
+      rsa.privateKey,
+    );
+    expect(dk).toHaveLength(32);
+    const again = await kc.send(
+      new DecryptCommand({ CiphertextBlob: out.CiphertextBlob, Recipient: recipient(doc()) }),
+    );
+    expect(
+      decryptCiphertextForRecipient(
+        Buffer.from(again.CiphertextForRecipient!),
+        rsa.privateKey,
+      ).equals(dk),
+    ).toBe(true);
+  });
+
+  it('GenerateDataKeyPair: private key only inside CMS, matching the public key', async () => {
+    // Allow the pair operation for attested callers on a key of its own.
+    const policy = {
+      Statement: [
+        {
+          Effect: 'Allow',
+          Principal: '*',
+          Action: 'kms:GenerateDataKeyPair',
+          Resource: '*',
+          Condition: {
+            StringEqualsIgnoreCase: { 'kms:RecipientAttestation:PCR0': PCR0.toString('hex') },
+          },
+        },
+      ],
+    };
+    const { KeyMetadata } = await kc.send(new CreateKeyCommand({ Policy: JSON.stringify(policy) }));
+    const out = await kc.send(
+      new GenerateDataKeyPairCommand({
+        KeyId: KeyMetadata!.KeyId,
+        KeyPairSpec: 'ECC_NIST_P256',
+        Recipient: recipient(doc()),
+      }),
+    );
+    expect(out.PrivateKeyPlaintext).toBeUndefined();
+    const pkcs8 = decryptCiphertextForRecipient(
+      Buffer.from(out.CiphertextForRecipient!),
+      rsa.privateKey,
+    );
+    const priv = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+    const pub = createPublicKey({ key: Buffer.from(out.PublicKey!), format: 'der', type: 'spki' });
+    expect(verify('sha256', Buffer.from('m'), pub, sign('sha256', Buffer.from('m'), priv))).toBe(
+      true,
+    );
+    const denied = await refusal(
+      kc.send(
+        new GenerateDataKeyPairCommand({
+          KeyId: KeyMetadata!.KeyId,
+          KeyPairSpec: 'ECC_NIST_P256',
+          Recipient: recipient(doc({ pcr0: OTHER_PCR0 })),
+        }),
+      ),
+    );
+    expect(denied.name).toBe('AccessDeniedException');
+  });
+
+  it('GenerateRandom: bytes only inside CMS', async () => {
+    const out = await kc.send(
+      new GenerateRandomCommand({ NumberOfBytes: 48, Recipient: recipient(doc()) }),
+    );
+    expect(out.Plaintext).toBeUndefined();
+    expect(
+      decryptCiphertextForRecipient(Buffer.from(out.CiphertextForRecipient!), rsa.privateKey),
+    ).toHaveLength(48);
   });
 });

@@ -7,6 +7,7 @@ import {
   AttestationVerifier,
   type RootCertificate,
 } from '@enclave-extras/attestation';
+import { encryptForRecipient } from '../cms.js';
 import type { VerifiedRecipient } from './ops.js';
 import { wire } from './wire-error.js';
 
@@ -66,7 +67,5 @@ export function makeRecipientVerifier(opts: {
 }
 
 export function makeRecipientEncryptor(): (p: Uint8Array, spki: Uint8Array) => Promise<Uint8Array> {
-  return async () => {
-    throw wire('KMSInternalException', 'cms not wired yet');
-  };
+  return async (plaintext, spki) => encryptForRecipient(plaintext, spki);
 }

@@ -1,21 +1,15 @@
-// TEMP until KmsError lands in ../errors.ts
-export class KmsErrorTemp extends Error {
-  readonly code: string;
-  syscall?: string;
-  address?: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
-}
+// Errors of the local KMS API (not wire answers): the package's one class, KmsError.
+import { KmsError, type KmsErrorCode } from '../errors.js';
+
 export function localError(
-  code: string,
+  code: KmsErrorCode | (string & {}),
   message: string,
   cause?: unknown,
-  extra?: { syscall?: string; address?: string },
-): KmsErrorTemp {
-  const e = new KmsErrorTemp(code, message, cause === undefined ? undefined : { cause });
-  if (extra?.syscall) e.syscall = extra.syscall;
-  if (extra?.address) e.address = extra.address;
-  return e;
+  extra: { syscall?: string | undefined; address?: string | undefined } = {},
+): KmsError {
+  return new KmsError(code, message, {
+    ...(cause !== undefined ? { cause } : {}),
+    ...(extra.syscall !== undefined ? { syscall: extra.syscall } : {}),
+    ...(extra.address !== undefined ? { address: extra.address } : {}),
+  });
 }
