@@ -16,6 +16,7 @@ export interface VsockSocketInit {
 
 const ECONNRESET = 104;
 const ENOENT = 2;
+const ENOTCONN = 107;
 
 /** @internal hooks of the package on a socket (not part of the public API). */
 export const kInternals = Symbol('vsock.internals');
@@ -124,7 +125,9 @@ export function toVsockError(socket: VsockSocket, err: Error): Error {
   // missing socket file): both are what TCP calls ECONNREFUSED.
   const connecting = socket.connecting || e.syscall === 'connect';
   const refused = connecting && (errno === ECONNRESET || errno === ENOENT);
-  return systemError(refused ? 111 : errno, e.syscall, {
+  // After a peer reset, vsock reads fail with ENOTCONN where TCP says ECONNRESET.
+  const reset = !connecting && e.syscall === 'read' && errno === ENOTCONN;
+  return systemError(refused ? 111 : reset ? ECONNRESET : errno, e.syscall, {
     ...(remoteAddress === undefined ? {} : { address: remoteAddress, remoteAddress }),
     ...(localAddress === undefined ? {} : { localAddress }),
     op: connecting ? 'connect' : e.syscall,

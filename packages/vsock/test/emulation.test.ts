@@ -143,16 +143,19 @@ describe('emulated transport', () => {
     await once(c, 'connect');
     while (accepted.length === 0) await new Promise((r) => setTimeout(r, 5));
     let closed = false;
-    server.close(() => {
-      closed = true;
-    });
+    const closing = new Promise<void>((resolve) =>
+      server.close(() => {
+        closed = true;
+        resolve();
+      }),
+    );
     expect(server.listening).toBe(false);
     const refused = connect({ cid: 3, port: 8006, transport: enclave });
     expect((await waitError(refused)).code).toBe('ECONNREFUSED');
     expect(closed).toBe(false);
     accepted[0]!.end('bye');
     expect((await readAll(c)).toString()).toBe('bye');
-    await once(server, 'close');
+    await closing;
     expect(closed).toBe(true);
   });
 
