@@ -149,7 +149,7 @@ export async function listenEndpoint(
     server.on('error', () => {});
     return {
       endpoint: bound,
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      close: () => closeServer(server),
     };
   }
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) =>
@@ -177,8 +177,23 @@ export async function listenEndpoint(
   server.on('error', () => {});
   return {
     endpoint: bound,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () => closeServer(server),
   };
+}
+
+/**
+ * Stops accepting. The listening socket is closed at once; server.close()'s callback would also
+ * wait for every accepted connection, which is the route's business (drain), so do not wait for it.
+ */
+function closeServer(server: net.Server | VsockServerLike): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      server.close(() => {});
+    } catch {
+      // already closed
+    }
+    setImmediate(resolve);
+  });
 }
 
 export interface DialOptions {

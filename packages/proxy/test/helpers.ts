@@ -74,6 +74,11 @@ export function closed(s: net.Socket): Promise<void> {
   return new Promise((resolve) => {
     if (s.destroyed) return resolve();
     s.once('close', () => resolve());
+    // consume and answer the peer's FIN so a half-open socket can close
+    s.on('data', () => {});
+    if (s.readableEnded) s.end();
+    else s.once('end', () => s.end());
+    s.resume();
   });
 }
 
