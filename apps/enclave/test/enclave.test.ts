@@ -1,0 +1,187 @@
+// Spawns the built `ee-enclave run` (and `ee-parent run` for the far side) with the vsock
+// emulation in a temp dir, real TCP on 127.0.0.1 and real child processes.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { echoOnce, hashServer, spawnCli, vsockOpen } from './helpers.js';
+
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const parentCli = join(
+  dirname(createRequire(import.meta.url).resolve('@enclave-extras/parent/package.json')),
+  'dist',
+  'cli.js',
+);
+
+let dir: string;
+let port = 40_000 + Math.floor(Math.random() * 20_000);
+const nextPort = () => port++;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'ee-enclave-app-test-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function write(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+function cliSync(args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30_000 });
+}
+
+const devConfig = (extra = '') =>
+  write(`dev-${nextPort()}.yaml`, `network:\n  setup: false\n${extra}`);
+
+describe('ee-enclave --help', () => {
+  it.each([[[]], [['run']]])('%j --help exits 0', (sub) => {
+    const r = cliSync([...sub, '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: ee-enclave/);
+    if (sub.length) expect(r.stdout).toMatch(/Exit codes:/);
+  });
+});
+
+describe('ee-enclave run', () => {
+  it("exits with the app's status, 128+N for a signal", () => {
+    const cfg = devConfig();
+    expect(cliSync(['run', '-c', cfg, '--', 'sh', '-c', 'exit 5']).status).toBe(5);
+    expect(cliSync(['run', '-c', cfg, '--', 'sh', '-c', 'kill -KILL $$']).status).toBe(137);
+    expect(cliSync(['run', '-c', cfg, '--', 'true']).status).toBe(0);
+  });
+
+  it('fails with exit 1 and the errno code when the app cannot start', () => {
+    const r = cliSync(['run', '-c', devConfig(), '--', join(dir, 'no-such-app')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/ENOENT: Cannot start the app ".*no-such-app"/);
+  });
+
+  it('names key and line of a config error (exit 2) and needs an app (exit 2)', () => {
+    const cfg = write(
+      'bad.yaml',
+      'network:\n  setup: false\negressGateway:\n  listen: tcp:127.0.0.1:0\n',
+    );
+    const r = cliSync(['run', '-c', cfg, '--', 'true']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/bad\.yaml:4:3: egressGateway\.parent: required key is missing/);
+    expect(cliSync(['run', '-c', devConfig()]).status).toBe(2);
+  });
+
+  it('forwards SIGTERM to the app and exits with its status', async () => {
+    const app = write(
+      'trap.mjs',
+      "process.on('SIGTERM', () => { console.log('app got SIGTERM'); process.exit(42); });\nconsole.log('app up');\nsetInterval(() => {}, 1000);\n",
+    );
+    const p = spawnCli(cli, ['run', '-c', devConfig(), '--', process.execPath, app]);
+    await p.waitLog((l) => l.msg === 'app started', 'app started');
+    for (let i = 0; i < 100 && !p.stdout().includes('app up'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toEqual({ code: 42, signal: null });
+    expect(p.stdout()).toContain('app got SIGTERM');
+  });
+
+  it('starts routes before the app: inbound vsock->TCP reaches the app, and the app sees the gateway variables', async () => {
+    const vdir = join(dir, 'v-inbound');
+    const [inPort, appPort] = [nextPort(), nextPort()];
+    const app = write(
+      'echo-app.mjs',
+      [
+        "import net from 'node:net';",
+        'const env = { HTTPS_PROXY: process.env.HTTPS_PROXY, ALL_PROXY: process.env.ALL_PROXY, NO_PROXY: process.env.NO_PROXY, https_proxy: process.env.https_proxy };',
+        'console.log(JSON.stringify(env));',
+        `net.createServer((s) => s.pipe(s)).listen(${appPort}, '127.0.0.1', () => console.log('app listening'));`,
+        "process.on('SIGTERM', () => process.exit(0));",
+      ].join('\n'),
+    );
+    const cfg = devConfig(
+      [
+        'routes:',
+        '  - name: inbound',
+        `    listen: vsock:any:${inPort}`,
+        `    dial: tcp:127.0.0.1:${appPort}`,
+        '    dialRetries: { attempts: 20, delayMs: 100 }',
+        'egressGateway:',
+        '  listen: tcp:127.0.0.1:0',
+        `  parent: vsock:3:${nextPort()}`,
+        'noProxy: [internal.example]',
+        '',
+      ].join('\n'),
+    );
+    const p = spawnCli(cli, ['run', '-c', cfg, '--vsock-dir', vdir, '--', process.execPath, app]);
+    try {
+      const ready = await p.waitLog((l) => l.msg === 'ready', 'ready');
+      const routes = ready.routes as { name: string; listen: string }[];
+      const gw = routes.find((r) => r.name === 'egress')?.listen;
+      expect(gw).toMatch(/^127\.0\.0\.1:\d+$/);
+      const s = await vsockOpen(vdir, 16, inPort);
+      expect(await echoOnce(s, 'to the app')).toBe('to the app');
+      s.destroy();
+      const env = JSON.parse(p.stdout().split('\n')[0] ?? '{}');
+      expect(env).toEqual({
+        HTTPS_PROXY: `http://${gw}`,
+        https_proxy: `http://${gw}`,
+        ALL_PROXY: `socks5h://${gw}`,
+        NO_PROXY: 'localhost,127.0.0.1,::1,127.0.0.0/8,internal.example',
+      });
+    } finally {
+      p.child.kill('SIGTERM');
+      expect((await p.exited).code).toBe(0);
+    }
+  });
+
+  it('egress gateway end to end: app CONNECTs via HTTPS_PROXY, ee-parent enforces its policy', async () => {
+    const server = await hashServer();
+    const vdir = join(dir, 'v-gw');
+    const gwPort = nextPort();
+    const parentCfg = write(
+      'gw-parent.yaml',
+      [
+        'egressGateway:',
+        `  listen: vsock:any:${gwPort}`,
+        '  policy:',
+        `    allow: ["127.0.0.1:${server.port}"]`,
+        '',
+      ].join('\n'),
+    );
+    const parent = spawnCli(parentCli, ['run', '-c', parentCfg, '--vsock-dir', vdir]);
+    await parent.waitLog((l) => l.msg === 'ready', 'parent ready');
+    const app = new URL('./fixtures/gw-app.mjs', import.meta.url).pathname;
+    const cfg = devConfig(
+      ['egressGateway:', '  listen: tcp:127.0.0.1:0', `  parent: vsock:3:${gwPort}`, ''].join('\n'),
+    );
+    const p = spawnCli(cli, [
+      'run',
+      '-c',
+      cfg,
+      '--vsock-dir',
+      vdir,
+      '--',
+      process.execPath,
+      app,
+      `127.0.0.1:${server.port}`,
+      `127.0.0.1:${server.port + 1}`,
+    ]);
+    try {
+      expect(await p.exited).toEqual({ code: 0, signal: null });
+      const out = JSON.parse(p.stdout().trim());
+      const [ok, denied] = out.results;
+      expect(ok.head).toMatch(/^HTTP\/1\.1 200/);
+      expect(ok.body).toBe(out.want);
+      expect(denied.head).toMatch(/^HTTP\/1\.1 403/);
+      const refused = await parent.waitLog(
+        (l) => JSON.stringify(l).includes('ERR_PROXY_POLICY_DENIED'),
+        'refusal logged by the parent',
+      );
+      expect(JSON.stringify(refused)).toContain(`127.0.0.1:${server.port + 1}`);
+    } finally {
+      parent.child.kill('SIGTERM');
+      await parent.exited;
+      await server.close();
+    }
+  });
+});
