@@ -11,7 +11,7 @@ export function takeEndedTail(socket: ProxySocket): Buffer | undefined {
 }
 
 /**
- * Reads a handshake from a socket byte by byte-count, then hands the socket back paused with any
+ * Reads a handshake from a socket byte by byte-count, then hands the socket back (not flowing) with any
  * over-read bytes unshifted, so the forwarding pipe sees every payload byte.
  */
 export class HandshakeReader {
@@ -19,16 +19,22 @@ export class HandshakeReader {
   private waiter?: () => void;
   private failure?: Error;
   private done = false;
-  private readonly onData = (chunk: Buffer) => {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    if (this.buf.length > this.maxBytes) {
-      this.fail(
-        new ProxyError(
-          'ERR_PROXY_GATEWAY_PROTOCOL',
-          `${this.what} is longer than ${this.maxBytes} bytes.`,
-        ),
-      );
-      return;
+  // Paused-mode reading ('readable' + read()): removing the listener later puts the stream back in
+  // its initial state, so whoever gets the socket next starts it by adding a 'data' listener.
+  private readonly onReadable = () => {
+    for (;;) {
+      if (this.buf.length > this.maxBytes) {
+        this.fail(
+          new ProxyError(
+            'ERR_PROXY_GATEWAY_PROTOCOL',
+            `The ${this.what} is longer than ${this.maxBytes} bytes.`,
+          ),
+        );
+        return;
+      }
+      const chunk = this.socket.read() as Buffer | null;
+      if (chunk === null) break;
+      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     }
     this.wake();
   };
@@ -49,7 +55,7 @@ export class HandshakeReader {
     timeoutMs: number,
     private readonly signal?: AbortSignal,
   ) {
-    socket.on('data', this.onData);
+    socket.on('readable', this.onReadable);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -66,7 +72,6 @@ export class HandshakeReader {
         timeoutMs,
       );
     }
-    socket.resume();
   }
 
   private readonly onAbort = () =>
@@ -118,17 +123,16 @@ export class HandshakeReader {
     return head;
   }
 
-  /** Detaches, pauses the socket and puts the unread bytes back. */
+  /** Detaches and puts the unread bytes back. */
   finish(): void {
     if (this.done) return;
     this.done = true;
     if (this.timer) clearTimeout(this.timer);
-    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('readable', this.onReadable);
     this.socket.removeListener('end', this.onEnd);
     this.socket.removeListener('close', this.onEnd);
     this.socket.removeListener('error', this.onError);
     this.signal?.removeEventListener('abort', this.onAbort);
-    this.socket.pause();
     // After 'end' a stream refuses unshift(): keep the tail aside for the forwarding pipe.
     if (this.ended || this.socket.readableEnded) endedTails.set(this.socket, this.buf);
     else if (this.buf.length > 0 && !this.socket.destroyed) this.socket.unshift(this.buf);
