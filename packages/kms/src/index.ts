@@ -1,4 +1,15 @@
 export {
+  ATTESTED_OPERATIONS,
+  type AttestationOptions,
+  AttestationSession,
+  type AttestationSource,
+  AttestedKmsClient,
+  type AttestedKmsClientConfig,
+  type KmsLogger,
+  type RecipientMaterial,
+  withAttestation,
+} from './attested.js';
+export {
   decryptCiphertextForRecipient,
   type EncryptForRecipientOptions,
   encryptForRecipient,
@@ -6,4 +17,10 @@ export {
   type RecipientPublicKey,
   recipientKeyIdentifier,
 } from './cms.js';
+export {
+  createDialingRequestHandler,
+  type DialingRequestHandlerOptions,
+  type DialTarget,
+  type KmsDialer,
+} from './dial.js';
 export { KMS_ERROR_CODES, KmsError, type KmsErrorCode, type KmsErrorOptions } from './errors.js';
