@@ -56,6 +56,8 @@ export class HandshakeReader {
     private readonly signal?: AbortSignal,
   ) {
     socket.on('readable', this.onReadable);
+    // a socket handed over paused may hold buffered bytes without a pending 'readable'
+    process.nextTick(this.onReadable);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);

@@ -107,6 +107,8 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 function peerOf(s: ProxySocket): string {
+  const v = s as ProxySocket & { remoteCid?: number };
+  if (typeof v.remoteCid === 'number') return `vm(${v.remoteCid}):${s.remotePort ?? '?'}`;
   const a = s.remoteAddress;
   if (!a) return 'local';
   return a.includes(':') ? `[${a}]:${s.remotePort}` : `${a}:${s.remotePort}`;

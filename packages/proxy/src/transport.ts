@@ -1,6 +1,7 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { VsockTransport } from '@enclave-extras/vsock';
 import { describeEndpoint, type Endpoint, formatHostPort, VMADDR_CID_ANY } from './endpoint.js';
 import { errorCode, errorMessage, ProxyError, socketError } from './errors.js';
 import { normalizeHost, type Policy } from './policy.js';
@@ -9,32 +10,37 @@ import { createResolver, type Resolver } from './resolver.js';
 /** A connected byte stream: a net.Socket, a VsockSocket, or anything Duplex with destroy(). */
 export type ProxySocket = Duplex & { remoteAddress?: string; remotePort?: number };
 
-/** The subset of @enclave-extras/vsock the proxy uses; injectable so tests can pass the emulation. */
+/** The subset of @enclave-extras/vsock the proxy uses; injectable (tests, other vsock stacks). */
 export interface VsockApi {
   connect(options: {
     cid: number;
     port: number;
-    timeout?: number;
+    connectTimeout?: number;
     signal?: AbortSignal;
-    transport?: unknown;
-  }): net.Socket | Promise<net.Socket>;
+    allowHalfOpen?: boolean;
+    transport?: VsockTransport;
+  }): net.Socket;
   createServer(
-    options: Record<string, unknown>,
+    options: { allowHalfOpen?: boolean; pauseOnConnect?: boolean; transport?: VsockTransport },
     listener: (socket: net.Socket) => void,
   ): VsockServerLike;
 }
 export interface VsockServerLike {
   listen(options: { port: number; cid?: number; backlog?: number }, callback?: () => void): unknown;
   close(callback?: (err?: Error) => void): unknown;
-  address(): unknown;
+  address(): { cid: number; port: number } | null;
   on(event: 'error', listener: (err: Error) => void): unknown;
-  once(event: string, listener: (...args: unknown[]) => void): unknown;
+  once(event: string, listener: (...args: never[]) => void): unknown;
   removeListener(event: string, listener: (...args: never[]) => void): unknown;
 }
 
-/** How vsock endpoints are reached: a `transport` from @enclave-extras/vsock (e.g. the emulation) and/or the whole API. */
+/**
+ * How vsock endpoints are reached: a `transport` of @enclave-extras/vsock (kernel, or the
+ * Unix-socket emulation from createEmulatedTransport({ dir })) and/or a replacement API.
+ * Default: @enclave-extras/vsock's defaultTransport() (kernel, or ENCLAVE_EXTRAS_VSOCK_DIR).
+ */
 export interface VsockOptions {
-  transport?: unknown;
+  transport?: VsockTransport;
   api?: VsockApi;
 }
 
@@ -49,7 +55,7 @@ async function loadVsock(opts: VsockOptions | undefined): Promise<VsockApi> {
         '@enclave-extras/vsock does not export connect/createServer; install a matching version.',
       );
     }
-    return api as VsockApi;
+    return api as unknown as VsockApi;
   });
   return vsockModule;
 }
@@ -140,12 +146,8 @@ export async function listenEndpoint(
         ),
       ep,
     );
-    const addr = server.address() as { cid?: number; port?: number } | null;
-    const bound: Endpoint = {
-      kind: 'vsock',
-      cid: ep.cid,
-      port: typeof addr?.port === 'number' ? addr.port : ep.port,
-    };
+    const addr = server.address();
+    const bound: Endpoint = { kind: 'vsock', cid: ep.cid, port: addr?.port ?? ep.port };
     server.on('error', () => {});
     return {
       endpoint: bound,
@@ -345,25 +347,24 @@ export async function dialEndpoint(ep: Endpoint, options: DialOptions = {}): Pro
     );
   }
   const api = await loadVsock(options.vsock);
-  let created: net.Socket | Promise<net.Socket>;
+  let created: net.Socket;
   try {
     created = api.connect({
       cid: ep.cid,
       port: ep.port,
-      ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
+      allowHalfOpen: true,
+      ...(options.timeoutMs ? { connectTimeout: options.timeoutMs } : {}),
       ...(options.vsock?.transport !== undefined ? { transport: options.vsock.transport } : {}),
     });
   } catch (err) {
     throw socketError(err, shown, 'Connecting to');
   }
-  if (created instanceof Promise) {
-    try {
-      return await created;
-    } catch (err) {
-      throw socketError(err, shown, 'Connecting to');
-    }
-  }
   if (!created.connecting && !created.destroyed && created.readyState === 'open') return created;
-  return awaitConnect(created, shown, options.timeoutMs, options.signal);
+  // the vsock kernel timeout covers the connect; ours is a second guard (+ abort)
+  return awaitConnect(
+    created,
+    shown,
+    options.timeoutMs ? options.timeoutMs + 1000 : undefined,
+    options.signal,
+  );
 }
