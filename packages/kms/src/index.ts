@@ -24,3 +24,21 @@ export {
   type KmsDialer,
 } from './dial.js';
 export { KMS_ERROR_CODES, KmsError, type KmsErrorCode, type KmsErrorOptions } from './errors.js';
+export {
+  ATTESTED_ACTIONS,
+  type AttestedAction,
+  type KeyPolicyDocument,
+  type KeyPolicyStatement,
+  type PcrValue,
+  type RecipientAttestationPolicyOptions,
+  recipientAttestationPolicy,
+} from './policy.js';
+export {
+  type PcrSource,
+  SEALED_CONTEXT_KEY,
+  type SealedEnvelope,
+  type SealOptions,
+  seal,
+  type UnsealOptions,
+  unseal,
+} from './sealed.js';
