@@ -18,6 +18,14 @@ export {
   recipientKeyIdentifier,
 } from './cms.js';
 export {
+  type CredentialsRelay,
+  type CredentialsRelayOptions,
+  createCredentialsRelay,
+  type FromParentInstanceOptions,
+  fromParentInstance,
+  type RelayedCredentials,
+} from './credentials.js';
+export {
   createDialingRequestHandler,
   type DialingRequestHandlerOptions,
   type DialTarget,

@@ -1,0 +1,276 @@
+// Credentials for the enclave: the parent serves the instance's AWS credentials (any AWS SDK
+// provider; default the node provider chain, i.e. IMDSv2 role credentials on EC2) over a vsock
+// port, one JSON answer per connection; the enclave reads them with fromParentInstance().
+import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
+import {
+  CID_PARENT,
+  createServer,
+  formatVsockAddress,
+  type VsockServer,
+  type VsockSocket,
+  type VsockTransport,
+  connect as vsockConnect,
+} from '@enclave-extras/vsock';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import type { KmsLogger } from './attested.js';
+import { KmsError } from './errors.js';
+
+/** The JSON one connection answers with. */
+export interface RelayedCredentials {
+  Version: 1;
+  AccessKeyId: string;
+  SecretAccessKey: string;
+  SessionToken?: string;
+  /** ISO 8601. */
+  Expiration?: string;
+  Region?: string;
+}
+
+interface RelayedError {
+  Version: 1;
+  Error: { Code: string; Message: string };
+}
+
+export interface CredentialsRelayOptions {
+  /** Any AWS SDK credential provider. Default `fromNodeProviderChain()` (env, profile, IMDSv2 role ...). */
+  provider?: AwsCredentialIdentityProvider;
+  /** Where to listen: a vsock port (cid default CID_ANY). */
+  listen: { port: number; cid?: number };
+  /** vsock transport (kernel or emulation); default the vsock package's default. */
+  transport?: VsockTransport;
+  /** Region to hand to the enclave with the credentials. */
+  region?: string;
+  /** Fetch new credentials when the cached ones expire within this (default 5 min). */
+  refreshBeforeExpiryMs?: number;
+  logger?: KmsLogger;
+}
+
+export interface CredentialsRelay {
+  /** `vm(cid):port` as listened on. */
+  readonly address: string;
+  readonly server: VsockServer;
+  /** How many connections were answered with credentials. */
+  readonly served: number;
+  close(): Promise<void>;
+}
+
+const silent: KmsLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** Serves credentials from `provider` over vsock, one JSON object per connection. */
+export async function createCredentialsRelay(
+  options: CredentialsRelayOptions,
+): Promise<CredentialsRelay> {
+  const port = options?.listen?.port;
+  if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) {
+    throw new KmsError(
+      'ERR_KMS_INVALID_ARGUMENT',
+      `listen.port is ${String(port)}: pass a vsock port (u32).`,
+    );
+  }
+  const provider = options.provider ?? fromNodeProviderChain();
+  const logger = options.logger ?? silent;
+  const refreshBefore = options.refreshBeforeExpiryMs ?? 5 * 60_000;
+  let cached: AwsCredentialIdentity | undefined;
+  let pending: Promise<AwsCredentialIdentity> | undefined;
+  let served = 0;
+
+  const current = async (): Promise<AwsCredentialIdentity> => {
+    const exp = cached?.expiration?.getTime();
+    if (cached && (exp === undefined || exp - Date.now() > refreshBefore)) return cached;
+    if (!pending) {
+      pending = Promise.resolve(provider())
+        .then((c) => {
+          cached = c;
+          logger.info(
+            { expiration: c.expiration?.toISOString() },
+            'kms: credentials fetched for the enclave',
+          );
+          return c;
+        })
+        .finally(() => {
+          pending = undefined;
+        });
+    }
+    return pending;
+  };
+
+  const answer = async (socket: VsockSocket): Promise<void> => {
+    let body: RelayedCredentials | RelayedError;
+    try {
+      const c = await current();
+      body = { Version: 1, AccessKeyId: c.accessKeyId, SecretAccessKey: c.secretAccessKey };
+      if (c.sessionToken) body.SessionToken = c.sessionToken;
+      if (c.expiration) body.Expiration = c.expiration.toISOString();
+      if (options.region) body.Region = options.region;
+      served++;
+    } catch (err) {
+      logger.error({ err }, 'kms: credentials provider failed');
+      body = {
+        Version: 1,
+        Error: {
+          Code: (err as { name?: string })?.name ?? 'Error',
+          Message: (err as Error)?.message ?? String(err),
+        },
+      };
+    }
+    socket.end(`${JSON.stringify(body)}\n`);
+  };
+
+  const server = createServer(
+    options.transport ? { transport: options.transport } : {},
+    (socket) => {
+      socket.on('error', (err) => logger.warn({ err }, 'kms: credentials relay connection failed'));
+      socket.resume();
+      void answer(socket);
+    },
+  );
+  const cid = options.listen.cid;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cid === undefined ? { port } : { port, cid }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => logger.error({ err }, 'kms: credentials relay server error'));
+  const addr = server.address();
+  const address = addr ? formatVsockAddress(addr) : `vsock port ${port}`;
+  logger.info({ address }, 'kms: credentials relay listening');
+  return {
+    address,
+    server,
+    get served() {
+      return served;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface FromParentInstanceOptions {
+  /** vsock port the parent's relay listens on. */
+  port: number;
+  /** CID of the parent (default 3, the parent as seen from an enclave). */
+  cid?: number;
+  transport?: VsockTransport;
+  /** Give up after this many ms (default 5000). */
+  timeoutMs?: number;
+}
+
+const MAX_ANSWER = 64 * 1024;
+
+function credentialsError(message: string, cause?: unknown, address?: string): KmsError {
+  return new KmsError('ERR_KMS_CREDENTIALS', message, {
+    ...(cause === undefined ? {} : { cause }),
+    ...(address ? { address } : {}),
+  });
+}
+
+function readAnswer(opts: FromParentInstanceOptions, address: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const socket = vsockConnect({
+      cid: opts.cid ?? CID_PARENT,
+      port: opts.port,
+      ...(opts.transport ? { transport: opts.transport } : {}),
+    });
+    const done = (err: Error | undefined, text?: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(text ?? '');
+    };
+    const timer = setTimeout(
+      () =>
+        done(
+          credentialsError(
+            `no credentials from the parent at ${address} within ${opts.timeoutMs ?? 5000} ms: is ee-parent's credentials relay running on that port?`,
+            undefined,
+            address,
+          ),
+        ),
+      opts.timeoutMs ?? 5000,
+    );
+    socket.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > MAX_ANSWER)
+        done(
+          credentialsError(
+            `the answer from ${address} exceeds ${MAX_ANSWER} bytes: not a credentials relay.`,
+            undefined,
+            address,
+          ),
+        );
+      else chunks.push(b);
+    });
+    socket.on('end', () => done(undefined, Buffer.concat(chunks).toString('utf8')));
+    socket.on('error', (err: Error) => done(err));
+  });
+}
+
+/**
+ * An AWS SDK credential provider reading the credentials the parent instance relays over vsock
+ * (`createCredentialsRelay` / `ee-parent`). Use as `new KMSClient({ credentials: fromParentInstance({ port }) })`;
+ * the SDK caches them until shortly before `expiration`.
+ */
+export function fromParentInstance(
+  options: FromParentInstanceOptions,
+): AwsCredentialIdentityProvider {
+  if (!Number.isInteger(options?.port) || options.port < 0 || options.port > 0xffffffff) {
+    throw new KmsError(
+      'ERR_KMS_INVALID_ARGUMENT',
+      `port is ${String(options?.port)}: pass the vsock port of the parent's credentials relay.`,
+    );
+  }
+  const address = formatVsockAddress({ cid: options.cid ?? CID_PARENT, port: options.port });
+  return async () => {
+    const text = await readAnswer(options, address);
+    let body: Partial<RelayedCredentials & RelayedError>;
+    try {
+      body = JSON.parse(text) as Partial<RelayedCredentials & RelayedError>;
+    } catch (err) {
+      throw credentialsError(
+        `the answer from ${address} is not JSON (${text.length} bytes): is the port that of a credentials relay?`,
+        err,
+        address,
+      );
+    }
+    if (body?.Error) {
+      throw credentialsError(
+        `the parent at ${address} could not get credentials: ${body.Error.Code}: ${body.Error.Message}`,
+        undefined,
+        address,
+      );
+    }
+    if (
+      typeof body?.AccessKeyId !== 'string' ||
+      typeof body.SecretAccessKey !== 'string' ||
+      body.AccessKeyId === ''
+    ) {
+      throw credentialsError(
+        `the answer from ${address} has no AccessKeyId/SecretAccessKey.`,
+        undefined,
+        address,
+      );
+    }
+    const creds: { -readonly [K in keyof AwsCredentialIdentity]: AwsCredentialIdentity[K] } = {
+      accessKeyId: body.AccessKeyId,
+      secretAccessKey: body.SecretAccessKey,
+    };
+    if (typeof body.SessionToken === 'string') creds.sessionToken = body.SessionToken;
+    if (typeof body.Expiration === 'string') {
+      const d = new Date(body.Expiration);
+      if (Number.isNaN(d.getTime()))
+        throw credentialsError(
+          `the answer from ${address} has an invalid Expiration.`,
+          undefined,
+          address,
+        );
+      creds.expiration = d;
+    }
+    return creds;
+  };
+}
