@@ -4,6 +4,8 @@
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (run: the app's own status).
 import { Command } from 'commander';
 import { version } from '../package.json';
+import { register as registerAttest } from './commands/attest.js';
+import { register as registerNsm } from './commands/nsm.js';
 import { register as registerRun } from './commands/run.js';
 
 const program = new Command('ee-enclave')
@@ -18,6 +20,8 @@ const program = new Command('ee-enclave')
 
 // Subcommands register here (one line each).
 registerRun(program);
+registerAttest(program);
+registerNsm(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
