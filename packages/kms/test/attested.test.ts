@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import {
   CreateKeyCommand,
   DecryptCommand,
+  DeriveSharedSecretCommand,
   EncryptCommand,
   GenerateDataKeyCommand,
   GenerateDataKeyPairCommand,
@@ -19,7 +20,7 @@ import {
 import { parseDocument } from '@enclave-extras/attestation';
 import { NsmClient, NsmSimulator } from '@enclave-extras/nsm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AttestedKmsClient, KmsError, withAttestation } from '../src/index.js';
+import { AttestedKmsClient, encryptForRecipient, KmsError, withAttestation } from '../src/index.js';
 import { createLocalKms, type LocalKms } from '../src/local/index.js';
 
 const CREDS = { accessKeyId: 'AKIDATTESTEDCLIENT', secretAccessKey: 'attested-client-secret' };
@@ -188,6 +189,48 @@ describe('AttestedKmsClient against the local attested KMS', () => {
         new GenerateRandomCommand({ NumberOfBytes: 8 }),
       ),
     ).rejects.toMatchObject({ code: 'ERR_KMS_ATTESTATION' });
+  });
+});
+
+describe('DeriveSharedSecret (not in the local KMS): a real HTTP server answering like KMS', () => {
+  let server: Server;
+  let url: string;
+  const secret = Buffer.from('ecdh shared secret, 32 bytes ok!');
+  const seen: string[] = [];
+  beforeAll(async () => {
+    server = createHttpServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen.push(String(req.headers['x-amz-target']));
+        const body = JSON.parse(Buffer.concat(chunks).toString());
+        const doc = parseDocument(Buffer.from(body.Recipient.AttestationDocument, 'base64'));
+        res.setHeader('content-type', 'application/x-amz-json-1.1');
+        res.end(
+          JSON.stringify({
+            KeyId: body.KeyId,
+            KeyAgreementAlgorithm: body.KeyAgreementAlgorithm,
+            CiphertextForRecipient: encryptForRecipient(secret, doc.publicKey!).toString('base64'),
+          }),
+        );
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('fills SharedSecret from CiphertextForRecipient', async () => {
+    const out = await attested({ endpoint: url }).send(
+      new DeriveSharedSecretCommand({
+        KeyId: 'k',
+        KeyAgreementAlgorithm: 'ECDH',
+        PublicKey: Buffer.from('peer public key'),
+      }),
+    );
+    expect(Buffer.from(out.SharedSecret!).equals(secret)).toBe(true);
+    expect(out.CiphertextForRecipient).toBeUndefined();
+    expect(seen).toEqual(['TrentService.DeriveSharedSecret']);
   });
 });
 
