@@ -37,8 +37,17 @@ if (mode === 'test') {
     process.exit(1);
   }
   command = `cd ${q(pkg)} && node bench/throughput.mjs`;
+} else if (mode === 'readme') {
+  // the README's one-liner block, run as written from the repo root
+  const text = readFileSync(join(pkg, 'README.md'), 'utf8');
+  const m = /<!-- oneliners:start -->\s*```sh\n([\s\S]*?)```\s*<!-- oneliners:end -->/.exec(text);
+  if (!m) {
+    say('vsock readme: no oneliners block in README.md');
+    process.exit(1);
+  }
+  command = `cd ${q(repo)}\n${m[1]}`;
 } else {
-  say(`usage: node scripts/vm.mjs test|bench`);
+  say(`usage: node scripts/vm.mjs test|bench|readme`);
   process.exit(2);
 }
 
@@ -46,9 +55,25 @@ say(`vsock ${mode}: booting ${vm} (vsock loopback, CID 1)`);
 const r = spawnSync(
   vm,
   ['--share', repo, '--cwd', pkg, '--timeout', '900', '--mem', '2048', '--', command],
-  { stdio: 'inherit' },
+  { stdio: ['ignore', mode === 'readme' ? 'pipe' : 'inherit', 'inherit'], encoding: 'utf8' },
 );
-const status = r.status ?? 1;
+let status = r.status ?? 1;
+
+if (mode === 'readme') {
+  process.stdout.write(r.stdout ?? '');
+  const want = [
+    'echo server on local(1):5000',
+    'hello over vsock',
+    'http over vsock from local(1):',
+  ];
+  const missing = want.filter((w) => !(r.stdout ?? '').includes(w));
+  say(
+    missing.length
+      ? `vsock readme: MISSING ${JSON.stringify(missing)}`
+      : 'vsock readme: all one-liners worked',
+  );
+  if (missing.length) status = status || 1;
+}
 
 if (mode === 'test') {
   if (!existsSync(report)) {
