@@ -85,6 +85,9 @@ function positive(v: number | undefined, name: string, dflt: number): number {
   return v;
 }
 
+// The private key never leaves this module: the middleware reaches it through this map.
+const materialOf = new WeakMap<AttestationSession, () => Promise<Material>>();
+
 /** Keeps the ephemeral key and a fresh attestation document; one refresh at a time. */
 export class AttestationSession {
   readonly #nsm: AttestationSource;
@@ -107,10 +110,19 @@ export class AttestationSession {
     this.#docMaxAgeMs = positive(options.documentMaxAgeMs, 'documentMaxAgeMs', 4 * 60_000);
     this.#now = options.now ?? Date.now;
     this.#logger = options.logger ?? silent;
+    materialOf.set(this, () => this.#material());
   }
 
-  /** The key and document to use now (rotating / re-attesting first when due). */
-  async material(): Promise<Material> {
+  /**
+   * Makes sure a key and a fresh document exist (rotating / re-attesting when due) and returns
+   * their public facts. Call it at start-up to keep the RSA key generation off the first request.
+   */
+  async prepare(): Promise<RecipientMaterial> {
+    await this.#material();
+    return this.current!;
+  }
+
+  async #material(): Promise<Material> {
     const cur = this.#current;
     const now = this.#now();
     if (
@@ -195,7 +207,7 @@ function attestationMiddleware(
       const field = op ? ATTESTED_OPERATIONS[op] : undefined;
       const input = args.input as AnyRecord;
       if (!field || input.Recipient !== undefined) return next(args);
-      const m = await session.material();
+      const m = await materialOf.get(session)!();
       const result = await next({
         ...args,
         input: {

@@ -274,19 +274,43 @@ function toPrivateKey(privateKey: RecipientPrivateKey): KeyObject {
 
 /** SHA-256 of the DER SubjectPublicKeyInfo: the subjectKeyIdentifier AWS KMS puts in its answers. */
 export function recipientKeyIdentifier(publicKey: RecipientPublicKey): Buffer {
-  return createHash('sha256').update(spkiDer(publicKey)).digest();
+  return createHash('sha256').update(rsaPublicKey(publicKey).spki).digest();
 }
 
-function spkiDer(publicKey: RecipientPublicKey | KeyObject): Buffer {
+// Parsing a key costs about a millisecond with OpenSSL 3's decoders; the same recipient key is
+// used for many answers (until the client rotates it), so keep a few parsed keys.
+const publicKeyCache = new Map<string, KeyObject>();
+const PUBLIC_KEY_CACHE_SIZE = 64;
+const spkiCache = new WeakMap<KeyObject, Buffer>();
+
+function publicKeyOf(publicKey: RecipientPublicKey): KeyObject {
+  if (!(publicKey instanceof Uint8Array)) {
+    return publicKey.type === 'public' ? publicKey : createPublicKey(publicKey);
+  }
+  const id = Buffer.from(publicKey).toString('base64');
+  const hit = publicKeyCache.get(id);
+  if (hit) return hit;
+  const key = createPublicKey({ key: Buffer.from(publicKey), format: 'der', type: 'spki' });
+  if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE) {
+    publicKeyCache.delete(publicKeyCache.keys().next().value as string);
+  }
+  publicKeyCache.set(id, key);
+  return key;
+}
+
+function rsaPublicKey(publicKey: RecipientPublicKey): { key: KeyObject; spki: Buffer } {
   try {
-    const key =
-      publicKey instanceof Uint8Array
-        ? createPublicKey({ key: Buffer.from(publicKey), format: 'der', type: 'spki' })
-        : createPublicKey(publicKey);
+    const key = publicKeyOf(publicKey);
     if (key.asymmetricKeyType !== 'rsa') {
       throw new Error(`${key.asymmetricKeyType ?? 'unknown'} key`);
     }
-    return key.export({ format: 'der', type: 'spki' });
+    let spki: Buffer;
+    if (publicKey instanceof Uint8Array) spki = Buffer.from(publicKey);
+    else {
+      spki = spkiCache.get(publicKey) ?? key.export({ format: 'der', type: 'spki' });
+      spkiCache.set(publicKey, spki);
+    }
+    return { key, spki };
   } catch (err) {
     throw new KmsError(
       'ERR_KMS_INVALID_ARGUMENT',
@@ -324,8 +348,12 @@ export function decryptCiphertextForRecipient(
   const usable = env.recipients.filter((r) => r.unsupported === undefined);
   if (usable.length === 0)
     throw unsupported(`recipientInfos[0] uses ${env.recipients[0]?.unsupported}`);
-  const ski = recipientKeyIdentifier(key);
-  usable.sort((a, b) => Number(b.ski?.equals(ski) ?? false) - Number(a.ski?.equals(ski) ?? false));
+  if (usable.length > 1) {
+    const ski = recipientKeyIdentifier(key);
+    usable.sort(
+      (a, b) => Number(b.ski?.equals(ski) ?? false) - Number(a.ski?.equals(ski) ?? false),
+    );
+  }
   let cek: Buffer | undefined;
   let lastError: unknown;
   for (const r of usable) {
@@ -396,14 +424,14 @@ export function encryptForRecipient(
       `options.chunkSize is ${chunkSize}: pass a positive integer.`,
     );
   }
-  const spki = spkiDer(recipientSpkiDer);
+  const { key: recipientKey, spki } = rsaPublicKey(recipientSpkiDer);
   const cek = randomBytes(32);
   const iv = randomBytes(16);
   const cipher = createCipheriv('aes-256-cbc', cek, iv);
   const encrypted = Buffer.concat([cipher.update(plaintext), cipher.final()]);
   const encryptedKey = publicEncrypt(
     {
-      key: createPublicKey({ key: spki, format: 'der', type: 'spki' }),
+      key: recipientKey,
       padding: constants.RSA_PKCS1_OAEP_PADDING,
       oaepHash: 'sha256',
     },

@@ -187,6 +187,13 @@ describe('round trip and rejections without external tools', () => {
     }
   });
 
+  it('accepts the recipient key as DER SPKI, public KeyObject or private KeyObject', () => {
+    for (const k of [spki, publicKey, privateKey]) {
+      const ber = encryptForRecipient(Buffer.from('k'), k);
+      expect(decryptCiphertextForRecipient(ber, privateKey).toString()).toBe('k');
+    }
+  });
+
   it('detects bad padding', () => {
     // Flip a bit in the IV-side of the last block: the padding bytes change.
     const ber = encryptForRecipient(Buffer.from('0123456789abcdef'), spki, {
