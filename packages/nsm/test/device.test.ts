@@ -54,6 +54,23 @@ describe('device transport without a Nitro Enclave', () => {
     await rejectsWith(t.request(cbor('GetRandom')), 'ERR_NSM_CLOSED');
   });
 
+  it('both dispatch modes reach the real ioctl; a bad mode is rejected', async () => {
+    for (const dispatch of ['sync', 'async', 'auto'] as const) {
+      const t = await deviceTransport({ path: '/dev/null', dispatch });
+      const e = await rejectsWith(t.request(cbor('GetRandom')), 'ERR_NSM_IO');
+      expect((e.cause as NodeJS.ErrnoException).code).toBe('ENOTTY');
+      // an Attestation request takes the worker-thread path under 'auto'
+      const att = cbor({ Attestation: { user_data: null, nonce: null, public_key: null } });
+      const e2 = await rejectsWith(t.request(att), 'ERR_NSM_IO');
+      expect((e2.cause as NodeJS.ErrnoException).code).toBe('ENOTTY');
+      await t.close();
+    }
+    await rejectsWith(
+      deviceTransport({ path: '/dev/null', dispatch: 'threads' as 'sync' }),
+      'ERR_NSM_INVALID_ARGUMENT',
+    );
+  });
+
   it('a library without ioctl -> ERR_NSM_FFI_UNAVAILABLE', async () => {
     const e = await rejectsWith(
       deviceTransport({ path: '/dev/null', library: join(tmp, 'missing-libc.so') }),

@@ -74,6 +74,22 @@ describe.skipIf(!onDevice)('device-specific (QEMU virtio-nsm): fresh device', ()
     }
   });
 
+  it("dispatch 'async' (koffi worker thread) and 'sync' give the same answers", async () => {
+    const a = await NsmClient.open({ transport: await deviceTransport({ dispatch: 'async' }) });
+    const s = await NsmClient.open({ transport: await deviceTransport({ dispatch: 'sync' }) });
+    expect(hex((await a.describePcr(31)).data)).toBe(hex((await s.describePcr(31)).data));
+    expect((await a.getRandom(600)).length).toBe(600);
+    await rejectsWith(a.describePcr(40), 'ERR_NSM_INVALID_INDEX');
+    const doc = documentParts(await s.getAttestationDocument({ nonce: Uint8Array.of(5) }));
+    expect(hex(doc.payload.get('nonce') as Uint8Array)).toBe('05');
+    const e = await rejectsWith(
+      a.transport.request(cbor({ ExtendPCR: { index: 16, data: new Uint8Array(4070) } })),
+      'ERR_NSM_INPUT_TOO_LARGE',
+    );
+    expect((e.cause as { code?: string }).code).toBe('EMSGSIZE');
+    await Promise.all([a.close(), s.close()]);
+  });
+
   it('two transports on the device work side by side', async () => {
     const a = await deviceTransport();
     const b = await deviceTransport({ path: '/dev/nsm' });
