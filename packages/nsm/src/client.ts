@@ -174,7 +174,10 @@ export class NsmClient {
     }
     const out = new Uint8Array(n);
     let filled = 0;
+    let requests = 0;
     while (filled < n) {
+      // device requests may complete synchronously: let I/O run now and then in long loops
+      if (++requests % 64 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       const { random } = expectResponse(
         await this.#send({ kind: 'GetRandom' }, label),
         'GetRandom',

@@ -39,6 +39,19 @@ interface Native {
 
 const nativeCache = new Map<string, Native>();
 
+interface Leaked {
+  fd: number;
+  free: () => void;
+}
+// A transport dropped without close(): release its fd and native buffers when collected (no call
+// can be in flight then, since pending calls reference the transport).
+const finalizer = new FinalizationRegistry<Leaked>((leaked) => {
+  try {
+    closeSync(leaked.fd);
+  } catch {}
+  leaked.free();
+});
+
 async function loadNative(library: string | null): Promise<Native> {
   const key = library ?? '';
   const cached = nativeCache.get(key);
@@ -131,6 +144,7 @@ class DeviceTransport implements NsmTransport {
   readonly #native: Native;
   #fd: number;
   #closed = false;
+  readonly #token = {};
   // native (non-moving) memory: nsm_raw, request buffer, response buffer
   readonly #rawPtr: unknown;
   readonly #reqPtr: unknown;
@@ -161,6 +175,17 @@ class DeviceTransport implements NsmTransport {
       this.#rawAddr = koffi.address(this.#rawPtr);
       this.#reqAddr = koffi.address(this.#reqPtr);
       this.#resAddr = koffi.address(this.#resPtr);
+      const ptrs = [this.#rawPtr, this.#reqPtr, this.#resPtr];
+      finalizer.register(
+        this,
+        {
+          fd,
+          free: () => {
+            for (const p of ptrs) koffi.free(p);
+          },
+        },
+        this.#token,
+      );
     } catch (err) {
       closeSync(fd);
       throw new NsmError(
@@ -263,6 +288,7 @@ class DeviceTransport implements NsmTransport {
     await this.#queue.drain();
     const { koffi } = this.#native;
     if (this.#fd >= 0) {
+      finalizer.unregister(this.#token);
       closeSync(this.#fd);
       this.#fd = -1;
       koffi.free(this.#rawPtr);
