@@ -173,6 +173,15 @@ describe('AttestedKmsClient against the local attested KMS', () => {
     );
   });
 
+  it('prepare() creates the key and document before the first call', async () => {
+    const c = attested();
+    expect(c.attestation.current).toBeUndefined();
+    const m = await c.attestation.prepare();
+    expect(parseDocument(m.attestationDocument).publicKey).toEqual(m.publicKey);
+    c.attestation.rotate();
+    expect(c.attestation.current).toBeUndefined();
+  });
+
   it('a key pinned to another PCR0 refuses the attested client', async () => {
     const { CiphertextBlob } = await plain.send(
       new EncryptCommand({ KeyId: otherKey, Plaintext: Buffer.from('no') }),
