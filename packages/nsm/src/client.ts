@@ -81,8 +81,24 @@ export class NsmClient {
 
   /** Opens a client on `options.transport`, or on `/dev/nsm` by default. */
   static async open(options: NsmClientOptions = {}): Promise<NsmClient> {
-    const transport = options.transport ?? (await deviceTransport());
-    return new NsmClient(transport);
+    const given: unknown = options.transport;
+    if (given !== undefined) {
+      const t = given as Partial<NsmTransport>;
+      if (
+        typeof t !== 'object' ||
+        t === null ||
+        typeof t.request !== 'function' ||
+        typeof t.close !== 'function'
+      ) {
+        const hint =
+          given instanceof Promise
+            ? ' (a Promise: did you forget `await socketTransport(...)`?)'
+            : '';
+        throw invalid('transport', `must be an NsmTransport with request() and close()${hint}`);
+      }
+      return new NsmClient(t as NsmTransport);
+    }
+    return new NsmClient(await deviceTransport());
   }
 
   /** The transport requests go through (for raw requests and diagnostics). */

@@ -198,6 +198,17 @@ describe('simulator-specific behaviour', () => {
     expect(hex(await c.extendPcr(16, Uint8Array.of(1)))).toBe(hex(sha384(start, Uint8Array.of(1))));
   });
 
+  it('NsmClient.open rejects a transport that is not one (e.g. a forgotten await)', async () => {
+    const pending = socketTransport(join(tmp, 'none.sock'));
+    pending.catch(() => {}); // nobody listens there; only the Promise object matters
+    const e = await rejectsWith(
+      NsmClient.open({ transport: pending as never }),
+      'ERR_NSM_INVALID_ARGUMENT',
+    );
+    expect(e.message).toContain('forget `await socketTransport');
+    await rejectsWith(NsmClient.open({ transport: {} as never }), 'ERR_NSM_INVALID_ARGUMENT');
+  });
+
   it('NsmError keeps cause-free codes stable', () => {
     const e = new NsmError('ERR_NSM_CLOSED', 'x');
     expect(e.name).toBe('NsmError');
