@@ -126,6 +126,7 @@ export class VsockServer extends EventEmitter<VsockServerEvents> {
         if (err || !listener) {
           if (cb) this.off('listening', cb);
           this.emit('error', err ?? new VsockError('ERR_VSOCK_LISTEN', 'listen failed'));
+          this.#maybeEmitClose();
           return;
         }
         if (this.#closing) {

@@ -64,20 +64,23 @@ export class VsockSocket extends net.Socket {
   }
 
   override ref(): this {
-    this[kInternals].refWatch?.(true);
+    this[kInternals]?.refWatch?.(true);
     return super.ref();
   }
 
   override unref(): this {
-    this[kInternals].refWatch?.(false);
+    this[kInternals]?.refWatch?.(false);
     return super.unref();
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    const internals = this[kInternals];
-    internals.cleanup?.();
-    internals.cleanup = undefined;
-    internals.refWatch = undefined;
+    // may run from inside net.Socket's constructor, before class fields exist
+    const internals = this[kInternals] as Internals | undefined;
+    internals?.cleanup?.();
+    if (internals) {
+      internals.cleanup = undefined;
+      internals.refWatch = undefined;
+    }
     super._destroy(err ? toVsockError(this, err) : err, cb);
   }
 }
