@@ -1,5 +1,6 @@
 // Two-hop chain benchmark: client -> TCP -> proxy A -> middle link -> proxy B -> TCP -> server.
-// Ours (one Node process running both proxies) vs the same chain built from two socat forks.
+// Ours (one Node process per proxy) vs the same chain built from two forking socats (-t 30 so
+// socat keeps the other direction open after a half-close, as ours does).
 // Prints a table of ratios measured in this one run. Usage:
 //   node bench/chain.mjs [--middle unix|vsock] [--scale 1]
 // --middle vsock needs real AF_VSOCK loopback (run it inside ../shared/tools/vsock-vm; see
@@ -110,24 +111,43 @@ async function startSocat() {
   let a;
   if (middle === 'vsock') {
     const vport = 40000 + Math.floor(Math.random() * 20000);
-    b = spawn('socat', [`VSOCK-LISTEN:${vport},fork,reuseaddr`, `TCP:127.0.0.1:${targetPort}`], {
-      stdio: 'ignore',
-    });
+    b = spawn(
+      'socat',
+      ['-t', '30', `VSOCK-LISTEN:${vport},fork,reuseaddr`, `TCP:127.0.0.1:${targetPort}`],
+      {
+        stdio: 'ignore',
+      },
+    );
+    await new Promise((r) => setTimeout(r, 1000)); // no vsock probe from here: give socat time to listen
     a = spawn(
       'socat',
-      [`TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1,backlog=4096`, `VSOCK-CONNECT:1:${vport}`],
+      [
+        '-t',
+        '30',
+        `TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1,backlog=4096`,
+        `VSOCK-CONNECT:1:${vport}`,
+      ],
       { stdio: 'ignore' },
     );
   } else {
     const path = join(tmpdir(), `ee-bench-socat-${process.pid}.sock`);
     rmSync(path, { force: true });
-    b = spawn('socat', [`UNIX-LISTEN:${path},fork,unlink-early`, `TCP:127.0.0.1:${targetPort}`], {
-      stdio: 'ignore',
-    });
+    b = spawn(
+      'socat',
+      ['-t', '30', `UNIX-LISTEN:${path},fork,unlink-early`, `TCP:127.0.0.1:${targetPort}`],
+      {
+        stdio: 'ignore',
+      },
+    );
     await new Promise((r) => setTimeout(r, 200));
     a = spawn(
       'socat',
-      [`TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1,backlog=4096`, `UNIX-CONNECT:${path}`],
+      [
+        '-t',
+        '30',
+        `TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1,backlog=4096`,
+        `UNIX-CONNECT:${path}`,
+      ],
       { stdio: 'ignore' },
     );
   }
@@ -241,7 +261,16 @@ async function idleRss(chain, n) {
 async function measure(label, start) {
   const chain = await start();
   try {
-    await throughput(chain.port, 1, 8 * MB); // warm-up
+    // warm-up (retried: a freshly spawned chain may still be starting its second hop)
+    for (let i = 0; ; i++) {
+      try {
+        await throughput(chain.port, 1, 8 * MB);
+        break;
+      } catch (err) {
+        if (i >= 5) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
     const r = {
       single: await throughput(chain.port, 1, sizes.single),
       multi: await throughput(chain.port, 8, sizes.multi),

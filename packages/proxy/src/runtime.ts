@@ -46,7 +46,7 @@ export class ProxyRuntime {
   readonly metrics = new MetricsRegistry();
   private readonly log: Logger;
   private readonly current = new Map<string, { key: string; route: Route }>();
-  private readonly draining = new Set<Promise<void>>();
+  private readonly draining = new Map<Route, Promise<void>>();
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ProxyRuntimeOptions = {}) {
@@ -113,11 +113,12 @@ export class ProxyRuntime {
       this.current.delete(name);
       result.drained.push(name);
       await cur.route.stopListening();
-      const p = cur.route
+      const old = cur.route;
+      const p = old
         .close({ drain: true, timeoutMs: this.options.drainTimeoutMs ?? 30_000 })
         .catch(() => {})
-        .finally(() => this.draining.delete(p));
-      this.draining.add(p);
+        .finally(() => this.draining.delete(old));
+      this.draining.set(old, p);
     }
     let firstError: unknown;
     for (const u of units) {
@@ -158,12 +159,19 @@ export class ProxyRuntime {
     return this.metrics.snapshot();
   }
 
-  /** Stops every route (drain by default) and waits for the draining ones. */
+  /**
+   * Stops every route and waits for them. With `drain: false` (or once `timeoutMs` passes) the
+   * connections of routes still draining from earlier reloads are closed too.
+   */
   async close(options: CloseOptions = {}): Promise<void> {
     await this.chain;
     const all = [...this.current.values()].map((c) => c.route.close(options));
     this.current.clear();
-    await Promise.all([...all, ...this.draining]);
+    const older =
+      options.drain === false
+        ? [...this.draining.keys()].map((r) => r.close({ drain: false }))
+        : [...this.draining.keys()].map((r) => r.close(options));
+    await Promise.all([...all, ...older, ...this.draining.values()]);
   }
 }
 

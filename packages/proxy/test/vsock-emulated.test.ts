@@ -115,3 +115,44 @@ describe('vsock endpoints over the @enclave-extras/vsock emulation (real Unix so
     });
   });
 });
+
+describe('reload of a vsock listener (emulation)', () => {
+  it('re-binds the same vsock port when a route changes, old connections keep working', async () => {
+    const { createProxyRuntime, parseEndpoint } = await import('../src/index.js');
+    const t = tempDir();
+    cleanups.push(() => t.cleanup());
+    const vsock = { transport: createEmulatedTransport({ dir: t.dir }) };
+    const one = await tcpServer((s) => s.on('data', (d: Buffer) => s.write(`one:${d}`)));
+    const two = await tcpServer((s) => s.on('data', (d: Buffer) => s.write(`two:${d}`)));
+    cleanups.push(() => one.close());
+    cleanups.push(() => two.close());
+    const rt = createProxyRuntime({ vsock });
+    cleanups.push(() => rt.close({ drain: false }));
+    const route = (port: number) => ({
+      name: 'in',
+      listen: parseEndpoint('vsock:any:7000'),
+      dial: parseEndpoint(`tcp:127.0.0.1:${port}`),
+    });
+    const front = {
+      name: 'front',
+      listen: parseEndpoint('tcp:127.0.0.1:0'),
+      dial: parseEndpoint('vsock:1:7000'),
+    };
+    await rt.apply({ routes: [route(one.port), front] });
+    const fport = (rt.route('front')!.endpoint as { port: number }).port;
+    const ask = (s: import('node:net').Socket, m: string) =>
+      new Promise<string>((resolve) => {
+        s.once('data', (d: Buffer) => resolve(d.toString()));
+        s.write(m);
+      });
+    const old = await connect(fport);
+    expect(await ask(old, 'a')).toBe('one:a');
+    const r = await rt.apply({ routes: [route(two.port), front] });
+    expect(r).toEqual({ started: ['in'], kept: ['front'], drained: ['in'] });
+    expect(await ask(old, 'b')).toBe('one:b');
+    const fresh = await connect(fport);
+    expect(await ask(fresh, 'c')).toBe('two:c');
+    old.destroy();
+    fresh.destroy();
+  });
+});
