@@ -191,6 +191,22 @@ describe('AttestedKmsClient against the local attested KMS', () => {
     });
   });
 
+  it('leaves calls that bring their own Recipient untouched', async () => {
+    const c = attested();
+    const session = c.attestation;
+    const out = await c.send(
+      new GenerateRandomCommand({
+        NumberOfBytes: 8,
+        Recipient: {
+          KeyEncryptionAlgorithm: 'RSAES_OAEP_SHA_256',
+          AttestationDocument: (await session.prepare()).attestationDocument,
+        },
+      }),
+    );
+    expect(out.Plaintext).toBeUndefined();
+    expect(out.CiphertextForRecipient?.length).toBeGreaterThan(0);
+  });
+
   it('an NSM failure is ERR_KMS_ATTESTATION', async () => {
     const broken = { getAttestationDocument: async () => Promise.reject(new Error('device gone')) };
     await expect(
@@ -357,6 +373,18 @@ describe('dial seam (connect option)', () => {
     } finally {
       await tlsKms.close();
     }
+  });
+
+  it('a dialer failing without an errno code becomes ERR_KMS_DIAL naming the target', async () => {
+    const c = attested({
+      endpoint: 'http://kms.enclave.internal:8000',
+      connect: () => Promise.reject('gateway said no'),
+    });
+    await expect(c.send(new GenerateRandomCommand({ NumberOfBytes: 1 }))).rejects.toMatchObject({
+      code: 'ERR_KMS_DIAL',
+      address: 'kms.enclave.internal:8000',
+      syscall: 'connect',
+    });
   });
 
   it('a failing dialer surfaces its error', async () => {
