@@ -221,7 +221,12 @@ export function describeBehaviour(name: string, open: () => Promise<NsmClient>):
           datas.push(d);
           calls.push(nsm.extendPcr(20, d));
         } else if (i % 3 === 1) {
-          calls.push(nsm.getRandom(300));
+          // Attestation goes to a worker thread on the device ('auto' dispatch), the rest not
+          calls.push(
+            i % 12 === 1
+              ? nsm.getAttestationDocument({ nonce: Uint8Array.of(i) })
+              : nsm.getRandom(300),
+          );
         } else {
           calls.push(nsm.describePcr(i % 32));
         }
@@ -231,7 +236,12 @@ export function describeBehaviour(name: string, open: () => Promise<NsmClient>):
       for (const d of datas) expected = sha384(expected, d);
       expect(hex((await nsm.describePcr(20)).data)).toBe(hex(expected));
       expect(hex(results[57] as Uint8Array)).toBe(hex(expected));
-      expect((results[1] as Uint8Array).length).toBe(300);
+      expect((results[4] as Uint8Array).length).toBe(300);
+      // each document echoes its own nonce: answers were not mixed up
+      for (const i of [1, 13, 25, 37, 49]) {
+        const nonce = documentParts(results[i] as Uint8Array).payload.get('nonce') as Uint8Array;
+        expect([...nonce]).toEqual([i]);
+      }
     });
 
     it('a closed client rejects with ERR_NSM_CLOSED; close is idempotent', async () => {
