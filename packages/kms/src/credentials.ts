@@ -42,6 +42,11 @@ export interface CredentialsRelayOptions {
   region?: string;
   /** Fetch new credentials when the cached ones expire within this (default 5 min). */
   refreshBeforeExpiryMs?: number;
+  /**
+   * Credentials are also fetched in the background when they enter the refresh window, so an
+   * enclave never waits on IMDS; this is the shortest gap between background fetches (default 10 s).
+   */
+  minRefreshIntervalMs?: number;
   logger?: KmsLogger;
 }
 
@@ -72,15 +77,36 @@ export async function createCredentialsRelay(
   const refreshBefore = options.refreshBeforeExpiryMs ?? 5 * 60_000;
   let cached: AwsCredentialIdentity | undefined;
   let pending: Promise<AwsCredentialIdentity> | undefined;
+  const minInterval = options.minRefreshIntervalMs ?? 10_000;
   let served = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
 
-  const current = async (): Promise<AwsCredentialIdentity> => {
-    const exp = cached?.expiration?.getTime();
-    if (cached && (exp === undefined || exp - Date.now() > refreshBefore)) return cached;
+  const schedule = (c: AwsCredentialIdentity | undefined): void => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (closed) return;
+    const exp = c?.expiration?.getTime();
+    if (c && exp === undefined) return; // static credentials: nothing to refresh
+    const due = exp === undefined ? minInterval : exp - refreshBefore - Date.now();
+    timer = setTimeout(
+      () => {
+        fetchNow().catch((err: unknown) => {
+          logger.warn({ err }, 'kms: background credentials refresh failed; will retry');
+          schedule(undefined);
+        });
+      },
+      Math.max(due, minInterval),
+    );
+    timer.unref();
+  };
+
+  const fetchNow = (): Promise<AwsCredentialIdentity> => {
     if (!pending) {
       pending = Promise.resolve(provider())
         .then((c) => {
           cached = c;
+          schedule(c);
           logger.info(
             { expiration: c.expiration?.toISOString() },
             'kms: credentials fetched for the enclave',
@@ -92,6 +118,21 @@ export async function createCredentialsRelay(
         });
     }
     return pending;
+  };
+
+  const current = async (): Promise<AwsCredentialIdentity> => {
+    const exp = cached?.expiration?.getTime();
+    if (cached && (exp === undefined || exp - Date.now() > refreshBefore)) return cached;
+    try {
+      return await fetchNow();
+    } catch (err) {
+      // still valid (inside the refresh window only): better than no credentials
+      if (cached && exp !== undefined && exp > Date.now()) {
+        logger.warn({ err }, 'kms: credentials refresh failed; serving the still-valid ones');
+        return cached;
+      }
+      throw err;
+    }
   };
 
   const answer = async (socket: VsockSocket): Promise<void> => {
@@ -142,7 +183,11 @@ export async function createCredentialsRelay(
     get served() {
       return served;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () => {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { createEmulatedTransport, createServer, type VsockTransport } from '@enclave-extras/vsock';
 import type { AwsCredentialIdentity } from '@smithy/types';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCredentialsRelay, fromParentInstance, KmsError } from '../src/index.js';
 import { CREDS, type Env, startEnv } from './helpers.js';
 
@@ -83,6 +83,41 @@ describe('createCredentialsRelay + fromParentInstance', () => {
     } finally {
       await relay.close();
     }
+  });
+
+  it('refreshes in the background before expiry, and serves still-valid credentials if the provider fails', async () => {
+    let n = 0;
+    let failing = false;
+    const provider = counting(() => {
+      if (failing) throw new Error('IMDS hiccup');
+      return {
+        accessKeyId: `AKID${++n}`,
+        secretAccessKey: 'x',
+        expiration: new Date(Date.now() + 60_000),
+      };
+    });
+    const port = nextPort++;
+    // refresh window 59.95 s of a 60 s lifetime: the background fetch is due almost at once
+    const relay = await createCredentialsRelay({
+      provider,
+      listen: { port },
+      transport,
+      refreshBeforeExpiryMs: 59_950,
+      minRefreshIntervalMs: 20,
+    });
+    try {
+      const read = fromParentInstance({ port, transport });
+      expect((await read()).accessKeyId).toBe('AKID1');
+      await vi.waitFor(() => expect(provider.calls).toBeGreaterThanOrEqual(2), { timeout: 10_000 });
+      failing = true;
+      const c = await read(); // inside the refresh window, provider failing: the cached ones
+      expect(c.accessKeyId).toMatch(/^AKID\d+$/);
+    } finally {
+      await relay.close();
+    }
+    const after = provider.calls;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(provider.calls).toBe(after); // no timer left running after close()
   });
 
   it('reports a failing provider as ERR_KMS_CREDENTIALS naming the cause', async () => {
