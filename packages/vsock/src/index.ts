@@ -23,7 +23,6 @@ export {
   emulatedSocketPath,
 } from './emulated.js';
 export { VsockError, type VsockErrorDetails } from './errors.js';
-export { kernelTransport } from './kernel.js';
 export { defaultTransport, VSOCK_DIR_ENV } from './select.js';
 export {
   type CreateServerOptions,
@@ -34,3 +33,9 @@ export {
 } from './server.js';
 export { type TransportKind, VsockSocket } from './socket.js';
 export type { VsockTransport } from './transport.js';
+
+import { kernelTransport as kernel } from './kernel.js';
+import type { VsockTransport } from './transport.js';
+
+/** The AF_VSOCK transport of the running kernel (the default without ENCLAVE_EXTRAS_VSOCK_DIR). */
+export const kernelTransport: VsockTransport = kernel;
