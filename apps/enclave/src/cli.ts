@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { version } from '../package.json';
 import { register as registerAttest } from './commands/attest.js';
+import { register as registerKms } from './commands/kms.js';
 import { register as registerNsm } from './commands/nsm.js';
 import { register as registerRun } from './commands/run.js';
 
@@ -21,6 +22,7 @@ const program = new Command('ee-enclave')
 // Subcommands register here (one line each).
 registerRun(program);
 registerAttest(program);
+registerKms(program);
 registerNsm(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

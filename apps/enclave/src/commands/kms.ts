@@ -1,0 +1,450 @@
+// ee-enclave kms encrypt|decrypt|generate-data-key|generate-data-key-pair|generate-random|create-key:
+// AWS KMS from inside the enclave. Decrypt, GenerateDataKey(Pair) and GenerateRandom carry an
+// attestation document from --nsm (unless --no-attest) and come back decrypted from
+// CiphertextForRecipient. Connections go through the egress gateway when HTTPS_PROXY is set
+// (ee-enclave run sets it) or --proxy is given.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type * as KmsPackage from '@enclave-extras/kms';
+import type { NsmClient } from '@enclave-extras/nsm';
+import { httpConnectDialer } from '@enclave-extras/proxy';
+import { type Command, Option } from 'commander';
+import { collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
+
+// The AWS SDK is loaded as @enclave-extras/kms sees it, so commands and the attested client
+// come from one SDK instance (and this app needs no SDK dependency of its own).
+const requireHere = createRequire(import.meta.url);
+const kmsEntry = requireHere.resolve('@enclave-extras/kms');
+const kmsPkg = requireHere('@enclave-extras/kms') as typeof KmsPackage;
+
+type Input = Record<string, unknown>;
+type Output = Record<string, unknown> & { $metadata?: unknown };
+type CommandCtor = new (input: Input) => object;
+interface SdkClient {
+  send(command: object): Promise<Output>;
+  destroy(): void;
+}
+interface KmsSdk {
+  KMSClient: new (config: Input) => SdkClient;
+  CreateKeyCommand: CommandCtor;
+  DecryptCommand: CommandCtor;
+  EncryptCommand: CommandCtor;
+  GenerateDataKeyCommand: CommandCtor;
+  GenerateDataKeyPairCommand: CommandCtor;
+  GenerateRandomCommand: CommandCtor;
+}
+let sdkCache: KmsSdk | undefined;
+function sdk(): KmsSdk {
+  sdkCache ??= createRequire(kmsEntry)('@aws-sdk/client-kms') as KmsSdk;
+  return sdkCache;
+}
+
+interface CommonFlags {
+  endpoint?: string;
+  region?: string;
+  proxy?: string;
+  ca?: string;
+  credentials: string;
+  attest: boolean;
+  nsm: string;
+  output: 'base64' | 'hex' | 'raw';
+  out?: string;
+  json: boolean;
+}
+
+function common(cmd: Command, attested: boolean): Command {
+  cmd
+    .addOption(
+      new Option('--endpoint <url>', "KMS endpoint (default: the region's)").env(
+        'AWS_ENDPOINT_URL_KMS',
+      ),
+    )
+    .addOption(new Option('--region <region>', 'AWS region').env('AWS_REGION'))
+    .addOption(
+      new Option('--proxy <url>', 'HTTP CONNECT proxy to dial through (the egress gateway)').env(
+        'HTTPS_PROXY',
+      ),
+    )
+    .option('--ca <pem>', 'extra trusted CA certificate (PEM file) for the endpoint')
+    .option(
+      '--credentials <source>',
+      "parent:PORT (the parent's credentials relay over vsock) or env (the SDK default chain)",
+      'env',
+    )
+    .option('--output <format>', 'byte output: base64, hex or raw', 'base64')
+    .option('--out <file>', 'write the main byte output to this file instead of stdout')
+    .option('--json', 'print every output field as JSON (bytes base64)', false);
+  if (attested) {
+    cmd
+      .addOption(nsmOption())
+      .option('--no-attest', 'send without Recipient (KMS returns Plaintext)');
+  }
+  return cmd;
+}
+
+function context(cmd: Command, entries: string[]): Record<string, string> | undefined {
+  if (entries.length === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const e of entries) {
+    const i = e.indexOf('=');
+    if (i <= 0) usage(cmd, `--context ${e} must be KEY=VALUE`);
+    out[e.slice(0, i)] = e.slice(i + 1);
+  }
+  return out;
+}
+
+async function client(
+  cmd: Command,
+  flags: CommonFlags,
+  nsm: NsmClient | undefined,
+): Promise<SdkClient> {
+  const { KMSClient } = sdk();
+  if (!flags.region) usage(cmd, 'kms: --region (or AWS_REGION) is required');
+  if (!['base64', 'hex', 'raw'].includes(flags.output))
+    usage(cmd, `kms: --output ${flags.output} must be base64, hex or raw`);
+  const config: Input = { region: flags.region, maxAttempts: 2 };
+  if (flags.endpoint) config.endpoint = flags.endpoint;
+  if (flags.credentials.startsWith('parent:')) {
+    const port = Number(flags.credentials.slice('parent:'.length));
+    if (!Number.isInteger(port) || port < 0)
+      usage(cmd, `kms: --credentials ${flags.credentials} must be parent:PORT`);
+    config.credentials = kmsPkg.fromParentInstance({ port });
+  } else if (flags.credentials !== 'env') {
+    usage(cmd, `kms: --credentials ${flags.credentials} must be env or parent:PORT`);
+  }
+  let ca: string | undefined;
+  if (flags.ca) {
+    try {
+      ca = readFileSync(flags.ca, 'utf8');
+    } catch (err) {
+      usage(cmd, `kms: --ca ${flags.ca}: ${(err as Error).message}`);
+    }
+  }
+  const connect = flags.proxy ? httpConnectDialer(flags.proxy) : undefined;
+  if (nsm) {
+    return new kmsPkg.AttestedKmsClient({
+      ...config,
+      attestation: { nsm },
+      ...(connect ? { connect } : {}),
+      ...(connect && ca ? { ca } : {}),
+    }) as unknown as SdkClient;
+  }
+  if (connect) {
+    config.requestHandler = kmsPkg.createDialingRequestHandler({ connect, ...(ca ? { ca } : {}) });
+  }
+  return new KMSClient(config);
+}
+
+function encode(bytes: Uint8Array, format: CommonFlags['output']): string | Buffer {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return format === 'raw' ? b : b.toString(format);
+}
+
+function emit(flags: CommonFlags, main: Uint8Array | undefined, all: Output): void {
+  if (flags.out && main) writeFileSync(flags.out, main, { mode: 0o600 });
+  if (flags.json) {
+    const { $metadata: _m, ...fields } = all;
+    writeOut(
+      Object.fromEntries(
+        Object.entries(fields).map(([k, v]) => [
+          k,
+          v instanceof Uint8Array
+            ? Buffer.from(v).toString('base64')
+            : v instanceof Date
+              ? v.toISOString()
+              : v,
+        ]),
+      ),
+      true,
+    );
+    return;
+  }
+  if (flags.out || !main) return;
+  const text = encode(main, flags.output);
+  if (typeof text === 'string') process.stdout.write(`${text}\n`);
+  else process.stdout.write(text);
+}
+
+/** Runs one KMS call with the NSM opened (when attested) and closed afterwards. */
+async function call(
+  cmd: Command,
+  flags: CommonFlags,
+  attested: boolean,
+  make: (s: KmsSdk) => object,
+): Promise<Output> {
+  const nsm = attested && flags.attest ? await openNsm(cmd, flags.nsm) : undefined;
+  try {
+    const c = await client(cmd, flags, nsm);
+    try {
+      return await c.send(make(sdk()));
+    } catch (err) {
+      // KMS answers (AccessDeniedException ...) carry their type in `name`: keep it visible.
+      const e = err as { name?: string; message?: string; $metadata?: unknown };
+      if (e.$metadata !== undefined && e.name) {
+        process.stderr.write(`ee-enclave kms ${cmd.name()}: ${e.name}: ${e.message ?? ''}\n`);
+        process.exit(1);
+      }
+      throw err;
+    } finally {
+      c.destroy();
+    }
+  } finally {
+    await nsm?.close();
+  }
+}
+
+function intFlag(
+  cmd: Command,
+  flag: string,
+  v: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max)
+    usage(cmd, `kms: ${flag} ${v} must be an integer ${min}..${max}`);
+  return n;
+}
+
+export function register(program: Command): void {
+  const kms = program
+    .command('kms')
+    .description(
+      'AWS KMS from the enclave, attested (Recipient + CiphertextForRecipient) where KMS supports it.',
+    )
+    .addHelpText(
+      'after',
+      '\nByte inputs take hex:..., base64:..., file:PATH or plain text. Exit codes: 0 ok, 1 KMS/NSM/network failure (the error name says which), 2 usage error.',
+    );
+
+  common(
+    kms
+      .command('encrypt')
+      .description(
+        'Encrypt up to 4096 bytes under a key (no attestation: KMS takes none for Encrypt).',
+      )
+      .requiredOption('--key-id <id>', 'key id, ARN or alias')
+      .requiredOption('--plaintext <bytes>', 'what to encrypt')
+      .option('--context <k=v>', 'encryption context entry, repeatable', collect, []),
+    false,
+  ).action(
+    async (
+      flags: CommonFlags & { keyId: string; plaintext: string; context: string[] },
+      cmd: Command,
+    ) => {
+      const plaintext = parseBytes(cmd, '--plaintext', flags.plaintext);
+      const ec = context(cmd, flags.context);
+      const out = await call(
+        cmd,
+        flags,
+        false,
+        (s) =>
+          new s.EncryptCommand({
+            KeyId: flags.keyId,
+            Plaintext: plaintext,
+            ...(ec ? { EncryptionContext: ec } : {}),
+          }),
+      );
+      emit(flags, out.CiphertextBlob as Uint8Array, out);
+    },
+  );
+
+  common(
+    kms
+      .command('decrypt')
+      .description('Decrypt a CiphertextBlob, attested by default.')
+      .requiredOption(
+        '--ciphertext <bytes>',
+        'the CiphertextBlob (e.g. base64:... or file:blob.bin)',
+      )
+      .option('--key-id <id>', 'expected key')
+      .option('--context <k=v>', 'encryption context entry, repeatable', collect, []),
+    true,
+  ).action(
+    async (
+      flags: CommonFlags & { ciphertext: string; keyId?: string; context: string[] },
+      cmd: Command,
+    ) => {
+      const blob = parseBytes(cmd, '--ciphertext', flags.ciphertext);
+      const ec = context(cmd, flags.context);
+      const out = await call(
+        cmd,
+        flags,
+        true,
+        (s) =>
+          new s.DecryptCommand({
+            CiphertextBlob: blob,
+            ...(flags.keyId ? { KeyId: flags.keyId } : {}),
+            ...(ec ? { EncryptionContext: ec } : {}),
+          }),
+      );
+      emit(flags, out.Plaintext as Uint8Array, out);
+    },
+  );
+
+  common(
+    kms
+      .command('generate-data-key')
+      .description('A data key: Plaintext (attested) plus its CiphertextBlob (--json shows both).')
+      .requiredOption('--key-id <id>', 'key id, ARN or alias')
+      .option('--key-spec <spec>', 'AES_256 or AES_128 (default AES_256 unless --bytes)')
+      .option('--bytes <n>', 'NumberOfBytes instead of --key-spec')
+      .option('--context <k=v>', 'encryption context entry, repeatable', collect, []),
+    true,
+  ).action(
+    async (
+      flags: CommonFlags & { keyId: string; keySpec?: string; bytes?: string; context: string[] },
+      cmd: Command,
+    ) => {
+      if (flags.keySpec && flags.bytes)
+        usage(cmd, 'kms generate-data-key: give --key-spec or --bytes, not both');
+      const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024);
+      const ec = context(cmd, flags.context);
+      const out = await call(
+        cmd,
+        flags,
+        true,
+        (s) =>
+          new s.GenerateDataKeyCommand({
+            KeyId: flags.keyId,
+            ...(n !== undefined ? { NumberOfBytes: n } : { KeySpec: flags.keySpec ?? 'AES_256' }),
+            ...(ec ? { EncryptionContext: ec } : {}),
+          }),
+      );
+      emit(flags, out.Plaintext as Uint8Array, out);
+    },
+  );
+
+  common(
+    kms
+      .command('generate-data-key-pair')
+      .description(
+        'A data key pair: PrivateKeyPlaintext (attested, DER PKCS#8), PublicKey, PrivateKeyCiphertextBlob.',
+      )
+      .requiredOption('--key-id <id>', 'key id, ARN or alias')
+      .option(
+        '--key-pair-spec <spec>',
+        'RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256|ECC_NIST_P384|ECC_NIST_P521|ECC_SECG_P256K1',
+        'ECC_NIST_P256',
+      )
+      .option('--context <k=v>', 'encryption context entry, repeatable', collect, []),
+    true,
+  ).action(
+    async (
+      flags: CommonFlags & { keyId: string; keyPairSpec: string; context: string[] },
+      cmd: Command,
+    ) => {
+      const ec = context(cmd, flags.context);
+      const out = await call(
+        cmd,
+        flags,
+        true,
+        (s) =>
+          new s.GenerateDataKeyPairCommand({
+            KeyId: flags.keyId,
+            KeyPairSpec: flags.keyPairSpec,
+            ...(ec ? { EncryptionContext: ec } : {}),
+          }),
+      );
+      emit(flags, out.PrivateKeyPlaintext as Uint8Array, out);
+    },
+  );
+
+  common(
+    kms
+      .command('generate-random')
+      .description('Random bytes from KMS (attested: only this enclave sees them).')
+      .option('--bytes <n>', 'how many (1..1024)', '32'),
+    true,
+  ).action(async (flags: CommonFlags & { bytes: string }, cmd: Command) => {
+    const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024)!;
+    const out = await call(
+      cmd,
+      flags,
+      true,
+      (s) => new s.GenerateRandomCommand({ NumberOfBytes: n }),
+    );
+    emit(flags, out.Plaintext as Uint8Array, out);
+  });
+
+  common(
+    kms
+      .command('create-key')
+      .description(
+        "Create a symmetric key. --policy sets its key policy; --policy-from-nsm pins this enclave's PCR0 (and --pcr N) as kms:RecipientAttestation conditions.",
+      )
+      .option('--description <text>', 'key description')
+      .option('--policy <file>', 'key policy JSON file')
+      .option('--policy-from-nsm', 'generate the policy from the live PCRs of --nsm', false)
+      .option('--account-id <id>', 'account id for the generated policy')
+      .option('--pcr <n>', 'also pin PCR N (with --policy-from-nsm), repeatable', collect, [])
+      .addOption(nsmOption()),
+    false,
+  ).action(
+    async (
+      flags: CommonFlags & {
+        description?: string;
+        policy?: string;
+        policyFromNsm: boolean;
+        accountId?: string;
+        pcr: string[];
+      },
+      cmd: Command,
+    ) => {
+      if (flags.policy && flags.policyFromNsm)
+        usage(cmd, 'kms create-key: give --policy or --policy-from-nsm, not both');
+      let policy: string | undefined;
+      if (flags.policy) {
+        try {
+          policy = readFileSync(flags.policy, 'utf8');
+        } catch (err) {
+          usage(cmd, `kms create-key: --policy ${flags.policy}: ${(err as Error).message}`);
+        }
+      } else if (flags.policyFromNsm) {
+        if (!flags.accountId) usage(cmd, 'kms create-key: --policy-from-nsm needs --account-id');
+        const indexes = flags.pcr.map((p) => intFlag(cmd, '--pcr', p, 0, 31)!);
+        const nsm = await openNsm(cmd, flags.nsm);
+        try {
+          const pcrs: Record<number, Uint8Array> = {};
+          for (const i of indexes) pcrs[i] = (await nsm.describePcr(i)).data;
+          const pcr0 = (await nsm.describePcr(0)).data;
+          policy = JSON.stringify(
+            kmsPkg.recipientAttestationPolicy({
+              accountId: flags.accountId!,
+              imageSha384: pcr0,
+              ...(indexes.length ? { pcrs } : {}),
+            }),
+            null,
+            2,
+          );
+        } finally {
+          await nsm.close();
+        }
+      }
+      const out = await call(
+        cmd,
+        flags,
+        false,
+        (s) =>
+          new s.CreateKeyCommand({
+            ...(flags.description ? { Description: flags.description } : {}),
+            ...(policy ? { Policy: policy } : {}),
+          }),
+      );
+      const meta = out.KeyMetadata as Record<string, unknown>;
+      if (flags.json)
+        writeOut(
+          {
+            ...meta,
+            CreationDate:
+              meta.CreationDate instanceof Date
+                ? meta.CreationDate.toISOString()
+                : meta.CreationDate,
+          },
+          true,
+        );
+      else process.stdout.write(`${String(meta.Arn)}\n`);
+    },
+  );
+}
