@@ -4,6 +4,7 @@
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (run: the app's own status).
 import { Command } from 'commander';
 import { version } from '../package.json';
+import { register as registerCredentials } from './commands/credentials.js';
 import { register as registerKmsLocal } from './commands/kms-local.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerVsockProxy } from './commands/vsock-proxy.js';
@@ -22,6 +23,7 @@ const program = new Command('ee-parent')
 registerVsockProxy(program);
 registerRun(program);
 registerKmsLocal(program);
+registerCredentials(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
