@@ -198,30 +198,42 @@ async function throughput(port, streams, perStream) {
   return (streams * perStream) / MB / s; // MiB/s
 }
 
+/** One connection through the chain: send "p", wait for "x". Resolves false if the chain drops it. */
 function probe(port) {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.once('connect', () => s.write('p'));
-    s.once('data', () => {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok) => {
+      if (done) return;
+      done = true;
       s.destroy();
-      resolve();
-    });
-    s.on('error', reject);
+      resolve(ok);
+    };
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.setTimeout(10_000, () => finish(false));
+    s.once('connect', () => s.write('p'));
+    s.once('data', () => finish(true));
+    s.once('close', () => finish(false));
+    s.on('error', () => finish(false));
   });
 }
 
-async function connRate(port, total, concurrency = 16) {
+const dropped = new Map();
+
+/** Completed connections per second; dropped ones (chain closed without an answer) are not counted. */
+async function connRate(label, port, total, concurrency = 16) {
   let next = 0;
+  let ok = 0;
   const t0 = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < total) {
         next++;
-        await probe(port);
+        if (await probe(port)) ok++;
       }
     }),
   );
-  return total / (Number(process.hrtime.bigint() - t0) / 1e9);
+  dropped.set(label, total - ok);
+  return ok / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
 function rssKiB(pid) {
@@ -258,26 +270,31 @@ async function idleRss(chain, n) {
   return kib / 1024;
 }
 
+const t0 = Date.now();
+const progress = (label, what) =>
+  say(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${label}: ${what}`);
+
 async function measure(label, start) {
   const chain = await start();
   try {
     // warm-up (retried: a freshly spawned chain may still be starting its second hop)
     for (let i = 0; ; i++) {
       try {
-        await throughput(chain.port, 1, 8 * MB);
+        await throughput(chain.port, 1, MB);
         break;
       } catch (err) {
         if (i >= 5) throw err;
         await new Promise((r) => setTimeout(r, 500));
       }
     }
-    const r = {
-      single: await throughput(chain.port, 1, sizes.single),
-      multi: await throughput(chain.port, 8, sizes.multi),
-      conns: await connRate(chain.port, sizes.conns),
-    };
-    say(`  ${label}: measured`);
-    return { chain, r };
+    progress(label, 'warm-up done');
+    const single = await throughput(chain.port, 1, sizes.single);
+    progress(label, `1 stream ${single.toFixed(1)} MiB/s`);
+    const multi = await throughput(chain.port, 8, sizes.multi);
+    progress(label, `8 streams ${multi.toFixed(1)} MiB/s`);
+    const conns = await connRate(label, chain.port, sizes.conns);
+    progress(label, `${conns.toFixed(0)} connections/s (${dropped.get(label)} dropped)`);
+    return { chain, r: { single, multi, conns } };
   } catch (err) {
     chain.stop();
     throw err;
@@ -315,6 +332,9 @@ say(
 );
 say(
   `| ${`RSS of our 2 proxies, ${sizes.idle} idle conns`.padEnd(40)} | ${'-'.padStart(10)} | ${fmt(rssOurs)} | MiB    | target <= 150 |`,
+);
+say(
+  `| ${'connections dropped by the chain'.padEnd(40)} | ${fmt(dropped.get('socat') ?? 0, 0)} | ${fmt(dropped.get('ours') ?? 0, 0)} | conns  |            |`,
 );
 say('');
 say(
