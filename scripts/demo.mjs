@@ -165,7 +165,8 @@ async function main() {
   const vsockDir = join(tmp, 'vsock');
   const { KMSClient, CreateKeyCommand, EncryptCommand, DecryptCommand } = sdk();
 
-  // Credentials: static dev ones for the local KMS, or the environment's for real AWS.
+  // Credentials: static dev ones for the local KMS; mode 'instance' uses the parent's own
+  // provider chain (IAM role, env, profile) for real AWS.
   const creds =
     cfg.credentials.mode === 'static'
       ? {
@@ -271,6 +272,28 @@ async function main() {
     `ee-parent run: egress gateway on vsock port 8001, policy allows only ${new URL(endpoint).host}`,
   );
 
+  // The parent hands its credentials to the enclave over vsock (the enclave has none of its own).
+  const relayPort = String(cfg.credentials.relayPort ?? 8002);
+  await start(
+    'credentials-relay',
+    process.execPath,
+    [
+      parentCli,
+      'credentials-relay',
+      '--port',
+      relayPort,
+      '--region',
+      cfg.region,
+      '--log-level',
+      'warn',
+    ],
+    { env: { ...vsockEnv, ...credEnv }, ready: readyLine(/credentials-relay listening on (\S+)/) },
+  );
+  say(
+    'parent',
+    `ee-parent credentials-relay on vsock port ${relayPort} hands the enclave its AWS credentials`,
+  );
+
   // 4. Parent side: a key whose policy pins PCR0, and the secret encrypted under it.
   const kms = new KMSClient({
     endpoint,
@@ -328,9 +351,15 @@ async function main() {
   }
 
   // 5. The enclave: ee-enclave run with the gateway, the app decrypts with attestation.
+  // The enclave app gets no AWS credentials in its environment: only the relay's.
   const appEnv = {
     ...vsockEnv,
-    ...credEnv,
+    AWS_ACCESS_KEY_ID: '',
+    AWS_SECRET_ACCESS_KEY: '',
+    AWS_SESSION_TOKEN: '',
+    AWS_PROFILE: '',
+    DEMO_CREDENTIALS: 'relay',
+    DEMO_CREDENTIALS_PORT: relayPort,
     AWS_REGION: cfg.region,
     DEMO_KMS_ENDPOINT: endpoint,
     DEMO_CIPHERTEXT: Buffer.from(CiphertextBlob).toString('base64'),

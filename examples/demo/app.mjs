@@ -6,8 +6,9 @@
 // KMS refuses it.
 //
 // Inputs (environment): DEMO_KMS_ENDPOINT, AWS_REGION, DEMO_CIPHERTEXT (base64),
-// ENCLAVE_EXTRAS_NSM (device | socket:PATH), AWS credentials (AWS_ACCESS_KEY_ID/... or
-// DEMO_CREDENTIALS=relay for the parent's credentials relay), DEMO_EXPECT (decrypt | denied).
+// ENCLAVE_EXTRAS_NSM (device | socket:PATH), DEMO_CREDENTIALS=relay (+ DEMO_CREDENTIALS_PORT) to
+// take AWS credentials from the parent's credentials relay (else the SDK default chain),
+// DEMO_EXPECT (decrypt | denied).
 // Output: one line per step, "enclave: ...", and exit 0 when every step went as expected.
 import { createRequire } from 'node:module';
 
@@ -51,7 +52,8 @@ if (!proxy) {
 const connect = httpConnectDialer(proxy);
 
 async function credentials() {
-  if (process.env.DEMO_CREDENTIALS === 'relay' && typeof kmsPkg.fromParentInstance === 'function') {
+  if (process.env.DEMO_CREDENTIALS === 'relay') {
+    // The parent's `ee-parent credentials-relay` over vsock (CID 3).
     return kmsPkg.fromParentInstance({ port: Number(process.env.DEMO_CREDENTIALS_PORT ?? 8002) });
   }
   return undefined; // the SDK's default chain (environment variables here)
