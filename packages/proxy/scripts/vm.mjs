@@ -44,7 +44,7 @@ if (mode === 'test') {
   }
   command = `cd ${q(pkg)} && ${q(vitest)} run -c vitest.vm.config.ts --reporter=default --reporter=json --outputFile.json=.vitest-vm-report.json`;
 } else if (mode === 'bench') {
-  command = `cd ${q(pkg)} && node bench/chain.mjs --middle vsock --scale ${process.env.BENCH_VM_SCALE ?? '0.25'}`;
+  command = `cd ${q(pkg)} && node bench/chain.mjs --middle vsock --scale ${process.env.BENCH_VM_SCALE ?? '0.05'}`;
 } else {
   say('usage: node scripts/vm.mjs test|bench');
   process.exit(2);

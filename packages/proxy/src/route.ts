@@ -256,6 +256,8 @@ export class Route {
       inbound.destroy();
       return;
     }
+    // a proxy should not add Nagle delays of its own (no-op on Unix and vsock sockets)
+    (inbound as ProxySocket & { setNoDelay?: (v: boolean) => unknown }).setNoDelay?.(true);
     m.connectionsTotal++;
     m.connectionsActive++;
     const started = Date.now();
