@@ -54,6 +54,7 @@ export {
 } from './policy.js';
 export {
   createResolver,
+  getaddrinfoLookup,
   type LookupFunction,
   type LookupResult,
   type ResolvedAddress,

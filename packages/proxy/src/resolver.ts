@@ -32,6 +32,14 @@ export interface ResolverOptions {
   now?: () => number;
 }
 
+/** getaddrinfo only (dns.lookup all:true, system order, /etc/hosts); reports no TTL. */
+export const getaddrinfoLookup: LookupFunction = async (host) => {
+  const records = await dns.lookup(host, { all: true, verbatim: true });
+  return {
+    addresses: records.map((r) => ({ address: r.address, family: r.family === 6 ? 6 : 4 })),
+  };
+};
+
 /**
  * The system lookup: getaddrinfo through dns.lookup({ all: true }) gives the addresses in the
  * order the system prefers; the TTL comes from a parallel A/AAAA query when DNS answers it
