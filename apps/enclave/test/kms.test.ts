@@ -3,6 +3,8 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash, createPrivateKey } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalKms, type LocalKms } from '@enclave-extras/kms/local';
@@ -194,6 +196,37 @@ describe('ee-enclave kms', () => {
     const r = await ee(['generate-random', '--bytes', '24', '--output', 'hex']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toMatch(/^[0-9a-f]{48}$/);
+  });
+
+  it('--proxy (or HTTPS_PROXY) sends every KMS connection through an HTTP CONNECT proxy', async () => {
+    const seen: string[] = [];
+    const proxy: Server = createServer((_req, res) => res.writeHead(405).end());
+    proxy.on('connect', (req, client, head) => {
+      seen.push(req.url ?? '');
+      const [host, port] = (req.url ?? '').split(':');
+      const upstream = tcpConnect(Number(port), host, () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(client);
+        client.pipe(upstream);
+      });
+      upstream.on('error', () => client.destroy());
+      client.on('error', () => upstream.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const { port } = proxy.address() as { port: number };
+    try {
+      const r = await ee(['generate-random', '--bytes', '8', '--output', 'hex'], {
+        HTTPS_PROXY: `http://127.0.0.1:${port}`,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toMatch(/^[0-9a-f]{16}$/);
+      expect(seen).toEqual([new URL(env.AWS_ENDPOINT_URL_KMS!).host]);
+      const denied = await ee(['generate-random', '--proxy', 'http://127.0.0.1:1']);
+      expect(denied.status).toBe(1);
+    } finally {
+      proxy.close();
+    }
   });
 
   it('usage errors exit 2 naming the flag', async () => {
