@@ -1,6 +1,6 @@
 // Spawns the built `ee-parent kms-local` and talks to it with the real AWS SDK client.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,5 +125,94 @@ describe('ee-parent kms-local', () => {
     const noDir = spawnSync(process.execPath, [cli, 'kms-local'], { encoding: 'utf8' });
     expect(noDir.status).toBe(2);
     expect(noDir.stderr).toContain('--data-dir');
+  });
+
+  it('reads kms-local.yaml: several credentials, principals seen by key policies, paths relative to the file', async () => {
+    const cfgDir = join(dir, 'cfg');
+    const yaml = join(dir, 'kms-local.yaml');
+    writeFileSync(
+      yaml,
+      [
+        `dataDir: ${join('cfg', 'data')}`,
+        'listen: { host: 127.0.0.1, port: 0 }',
+        'region: eu-west-1',
+        'accountId: "444455556666"',
+        'credentials:',
+        '  - { accessKeyId: AKIDADMIN, secretAccessKey: admin-secret }',
+        '  - { accessKeyId: AKIDAPP, secretAccessKey: app-secret, principal: "arn:aws:iam::444455556666:role/app" }',
+      ].join('\n'),
+    );
+    const c = spawn(process.execPath, [cli, 'kms-local', '--config', yaml, '--log-level', 'warn'], {
+      env: { PATH: process.env.PATH ?? '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const ep = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        c.stdout!.on('data', (b: Buffer) => {
+          out += b.toString();
+          const m = /kms-local listening on (\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        c.once('exit', (code) => reject(new Error(`exited ${code}`)));
+      });
+      const admin = new sdk.KMSClient({
+        endpoint: ep,
+        region: 'eu-west-1',
+        credentials: { accessKeyId: 'AKIDADMIN', secretAccessKey: 'admin-secret' },
+        maxAttempts: 1,
+      });
+      const app = new sdk.KMSClient({
+        endpoint: ep,
+        region: 'eu-west-1',
+        credentials: { accessKeyId: 'AKIDAPP', secretAccessKey: 'app-secret' },
+        maxAttempts: 1,
+      });
+      const policy = {
+        Statement: [
+          {
+            Effect: 'Allow',
+            Principal: { AWS: 'arn:aws:iam::444455556666:user/AKIDADMIN' },
+            Action: ['kms:Encrypt'],
+            Resource: '*',
+          },
+          {
+            Effect: 'Allow',
+            Principal: { AWS: 'arn:aws:iam::444455556666:role/app' },
+            Action: ['kms:Decrypt'],
+            Resource: '*',
+          },
+        ],
+      };
+      const { KeyMetadata } = await admin.send(
+        new sdk.CreateKeyCommand({ Policy: JSON.stringify(policy) }),
+      );
+      expect(KeyMetadata?.KeyId).toBeDefined();
+      const enc = await admin.send(
+        new sdk.EncryptCommand({
+          KeyId: KeyMetadata!.KeyId,
+          Plaintext: Buffer.from('for the app'),
+        }),
+      );
+      const dec = await app.send(new sdk.DecryptCommand({ CiphertextBlob: enc.CiphertextBlob }));
+      expect(Buffer.from(dec.Plaintext!).toString()).toBe('for the app');
+      await expect(
+        admin.send(new sdk.DecryptCommand({ CiphertextBlob: enc.CiphertextBlob })),
+      ).rejects.toMatchObject({ name: 'AccessDeniedException' });
+      expect(statSync(join(cfgDir, 'data', 'keys')).isDirectory()).toBe(true);
+    } finally {
+      c.kill('SIGTERM');
+    }
+  });
+
+  it('a config error exits 2 naming the key and the file position', () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'dataDir: x\naccountId: 12\n');
+    const r = spawnSync(process.execPath, [cli, 'kms-local', '--config', bad], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '' },
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/bad\.yaml:2:\d+: accountId/);
   });
 });

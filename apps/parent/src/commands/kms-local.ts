@@ -1,12 +1,50 @@
 // ee-parent kms-local: serves the local attested KMS (@enclave-extras/kms/local) for
-// development and tests. Prints `kms-local listening on <endpoint>` on stdout once ready.
+// development and tests, from flags or a YAML file (flags win). Prints
+// `kms-local listening on <endpoint>` on stdout once ready.
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createLocalKms, type LocalKmsCredential } from '@enclave-extras/kms/local';
+import { loadConfigFile } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
 import pino from 'pino';
+import { z } from 'zod';
+
+/** kms-local.yaml; relative paths are relative to the file. */
+export const kmsLocalConfigSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  listen: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(4599),
+    })
+    .default({ host: '127.0.0.1', port: 4599 }),
+  region: z
+    .string()
+    .regex(/^[a-z0-9-]+$/)
+    .default('us-east-1'),
+  accountId: z
+    .string()
+    .regex(/^\d{12}$/, 'accountId must be 12 digits (quote it in YAML)')
+    .default('111122223333'),
+  roots: z.array(z.string().min(1)).default([]),
+  credentials: z
+    .array(
+      z.strictObject({
+        accessKeyId: z.string().min(1),
+        secretAccessKey: z.string().min(1),
+        sessionToken: z.string().min(1).optional(),
+        principal: z.string().startsWith('arn:').optional(),
+      }),
+    )
+    .default([]),
+  tls: z.strictObject({ key: z.string().min(1), cert: z.string().min(1) }).optional(),
+  maxAttestationAgeSeconds: z.number().positive().default(300),
+  allowDebug: z.boolean().default(false),
+});
 
 interface KmsLocalFlags {
-  dataDir: string;
+  config?: string;
+  dataDir?: string;
   port: string;
   host: string;
   region: string;
@@ -21,14 +59,15 @@ interface KmsLocalFlags {
   logLevel: string;
 }
 
-function readFileFor(cmd: Command, flag: string, path: string): string {
+function usage(cmd: Command, message: string): never {
+  return cmd.error(`ee-parent kms-local: ${message}`, { exitCode: 2, code: 'ERR_USAGE' });
+}
+
+function readFileFor(cmd: Command, what: string, path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    return cmd.error(`ee-parent kms-local: ${flag} ${path}: ${(err as Error).message}`, {
-      exitCode: 2,
-      code: 'ERR_USAGE',
-    });
+    return usage(cmd, `${what} ${path}: ${(err as Error).message}`);
   }
 }
 
@@ -42,7 +81,8 @@ export function register(program: Command): void {
     .description(
       'Serve a local attested KMS (KMS JSON 1.1 over HTTP(S)): SigV4-checked, keys persisted in --data-dir, Recipient attestation documents verified against --root-pem.',
     )
-    .requiredOption('--data-dir <dir>', 'directory the keys persist in (created 0700)')
+    .option('-c, --config <file>', 'kms-local.yaml (flags given on the command line win)')
+    .option('--data-dir <dir>', 'directory the keys persist in (created 0700)')
     .option('--port <n>', 'TCP port (0 = ephemeral)', '4599')
     .option('--host <addr>', 'listen address (keep it on loopback)', '127.0.0.1')
     .option('--region <region>', 'region of ARNs and the SigV4 scope', 'us-east-1')
@@ -66,68 +106,133 @@ export function register(program: Command): void {
     .option('--log-level <level>', 'pino level (stderr)', 'info')
     .addHelpText(
       'after',
-      '\nExample:\n  ee-parent kms-local --data-dir ./kms-data --port 4599 --root-pem nsm-sim/root.pem \\\n    --access-key-id AKIDLOCAL --secret-access-key local-secret\n\nExit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure, 2 usage error.',
+      `
+Example:
+  ee-parent kms-local --data-dir ./kms-data --port 4599 --root-pem nsm-sim/root.pem \\
+    --access-key-id AKIDLOCAL --secret-access-key local-secret
+
+kms-local.yaml (paths relative to the file):
+  dataDir: ./kms-data
+  listen: { host: 127.0.0.1, port: 4599 }
+  region: us-east-1
+  accountId: "111122223333"
+  roots: [nsm-root.pem]
+  credentials:
+    - { accessKeyId: AKIDPARENT, secretAccessKey: parent-secret }
+    - { accessKeyId: AKIDENCLAVE, secretAccessKey: enclave-secret, principal: "arn:aws:iam::111122223333:role/enclave" }
+  maxAttestationAgeSeconds: 300
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 usage or config error.`,
     )
     .action(async (flags: KmsLocalFlags, cmd: Command) => {
-      const port = Number(flags.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) {
-        cmd.error(`ee-parent kms-local: --port ${flags.port} is not a TCP port (0-65535)`, {
-          exitCode: 2,
-          code: 'ERR_USAGE',
-        });
+      const fromCli = (name: string) => {
+        const src = cmd.getOptionValueSource(name);
+        return src === 'cli' || src === 'env';
+      };
+      let file: z.output<typeof kmsLocalConfigSchema> | undefined;
+      let base = process.cwd();
+      if (flags.config) {
+        try {
+          file = await loadConfigFile(flags.config, kmsLocalConfigSchema);
+        } catch (err) {
+          const e = err as { code?: string; message?: string };
+          usage(cmd, `${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`);
+        }
+        base = dirname(resolve(flags.config));
       }
-      const maxAge = Number(flags.maxAttestationAge);
+      const pick = <T>(name: string, flag: T, fromFile: T | undefined): T =>
+        fromCli(name) || fromFile === undefined ? flag : fromFile;
+
+      const dataDir = fromCli('dataDir')
+        ? flags.dataDir
+        : file
+          ? resolve(base, file.dataDir)
+          : flags.dataDir;
+      if (!dataDir)
+        usage(
+          cmd,
+          '--data-dir (or dataDir in --config) is required: the directory the keys persist in',
+        );
+      const port = Number(pick('port', flags.port, file?.listen.port.toString()));
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        usage(cmd, `--port ${flags.port} is not a TCP port (0-65535)`);
+      }
+      const host = pick('host', flags.host, file?.listen.host);
+      const maxAge = Number(
+        pick(
+          'maxAttestationAge',
+          flags.maxAttestationAge,
+          file?.maxAttestationAgeSeconds.toString(),
+        ),
+      );
       if (!Number.isFinite(maxAge) || maxAge <= 0) {
-        cmd.error(
-          `ee-parent kms-local: --max-attestation-age ${flags.maxAttestationAge} must be a positive number of seconds`,
-          {
-            exitCode: 2,
-            code: 'ERR_USAGE',
-          },
+        usage(
+          cmd,
+          `--max-attestation-age ${flags.maxAttestationAge} must be a positive number of seconds`,
         );
       }
-      if (!flags.accessKeyId || !flags.secretAccessKey) {
-        cmd.error(
-          'ee-parent kms-local: give --access-key-id and --secret-access-key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): the credentials clients sign with',
-          { exitCode: 2, code: 'ERR_USAGE' },
+      const credentials: LocalKmsCredential[] = [...(file?.credentials ?? [])];
+      if (flags.accessKeyId || flags.secretAccessKey) {
+        if (!flags.accessKeyId || !flags.secretAccessKey) {
+          usage(cmd, '--access-key-id and --secret-access-key go together');
+        }
+        credentials.unshift({
+          accessKeyId: flags.accessKeyId,
+          secretAccessKey: flags.secretAccessKey,
+        });
+      }
+      if (credentials.length === 0) {
+        usage(
+          cmd,
+          'give --access-key-id and --secret-access-key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or credentials in --config): the credentials clients sign with',
         );
       }
       if ((flags.tlsKey === undefined) !== (flags.tlsCert === undefined)) {
-        cmd.error('ee-parent kms-local: --tls-key and --tls-cert go together', {
-          exitCode: 2,
-          code: 'ERR_USAGE',
-        });
+        usage(cmd, '--tls-key and --tls-cert go together');
       }
-      const roots = flags.rootPem.map((f) => readFileFor(cmd, '--root-pem', f));
-      const credentials: LocalKmsCredential[] = [
-        { accessKeyId: flags.accessKeyId!, secretAccessKey: flags.secretAccessKey! },
-      ];
+      const rootFiles = [...(file?.roots ?? []).map((r) => resolve(base, r)), ...flags.rootPem];
+      const roots = rootFiles.map((f) => readFileFor(cmd, '--root-pem', f));
+      const tlsFiles =
+        flags.tlsKey && flags.tlsCert
+          ? { key: flags.tlsKey, cert: flags.tlsCert }
+          : file?.tls
+            ? { key: resolve(base, file.tls.key), cert: resolve(base, file.tls.cert) }
+            : undefined;
+      const tls = tlsFiles
+        ? {
+            key: readFileFor(cmd, 'tls key', tlsFiles.key),
+            cert: readFileFor(cmd, 'tls cert', tlsFiles.cert),
+          }
+        : undefined;
+
       const logger = pino({ name: 'kms-local', level: flags.logLevel }, pino.destination(2));
-      const kms = await createLocalKms({
-        dataDir: flags.dataDir,
-        roots,
-        region: flags.region,
-        accountId: flags.accountId,
-        credentials,
-        attestationMaxAgeMs: maxAge * 1000,
-        allowDebugEnclaves: flags.allowDebug,
-        logger,
-        ...(flags.tlsKey && flags.tlsCert
-          ? {
-              tls: {
-                key: readFileFor(cmd, '--tls-key', flags.tlsKey),
-                cert: readFileFor(cmd, '--tls-cert', flags.tlsCert),
-              },
-            }
-          : {}),
-      });
-      const endpoint = await kms.listen({ port, host: flags.host });
+      let kms: Awaited<ReturnType<typeof createLocalKms>>;
+      try {
+        kms = await createLocalKms({
+          dataDir,
+          roots,
+          region: pick('region', flags.region, file?.region),
+          accountId: pick('accountId', flags.accountId, file?.accountId),
+          credentials,
+          attestationMaxAgeMs: maxAge * 1000,
+          allowDebugEnclaves: fromCli('allowDebug')
+            ? flags.allowDebug
+            : (file?.allowDebug ?? false),
+          logger,
+          ...(tls ? { tls } : {}),
+        });
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        if (e.code === 'ERR_KMS_LOCAL_CONFIG') usage(cmd, e.message ?? String(err));
+        throw err;
+      }
+      const endpoint = await kms.listen({ port, host });
       process.stdout.write(`kms-local listening on ${endpoint}\n`);
-      await new Promise<void>((resolve) => {
+      await new Promise<void>((done) => {
         const stop = () => {
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
-          kms.close().then(resolve, resolve);
+          kms.close().then(done, done);
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
