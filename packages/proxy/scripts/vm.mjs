@@ -50,15 +50,22 @@ if (mode === 'test') {
   process.exit(2);
 }
 
-say(`proxy ${mode}: booting ${vm} (vsock loopback, CID 1)`);
-const r = spawnSync(
-  vm,
-  ['--share', repo, '--cwd', pkg, '--timeout', '600', '--mem', '2048', '--', command],
-  {
-    stdio: 'inherit',
-  },
-);
-const status = r.status ?? 1;
+// Exit 125 = the VM did not come up (under TCG on a loaded host the guest kernel's timer check
+// can panic at boot): boot once more before giving up.
+let status = 125;
+for (let attempt = 1; attempt <= 2 && status === 125; attempt++) {
+  say(
+    `proxy ${mode}: booting ${vm} (vsock loopback, CID 1)${attempt > 1 ? ', second attempt' : ''}`,
+  );
+  const r = spawnSync(
+    vm,
+    ['--share', repo, '--cwd', pkg, '--timeout', '600', '--mem', '2048', '--', command],
+    {
+      stdio: 'inherit',
+    },
+  );
+  status = r.status ?? 1;
+}
 if (mode === 'test') {
   if (!existsSync(report)) {
     say(`proxy test:vm: no ${report} written (vm exit ${status})`);
