@@ -1,6 +1,8 @@
 // The local KMS through the real @aws-sdk/client-kms over HTTP: nothing stubbed in between.
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -18,6 +20,7 @@ import {
   PutKeyPolicyCommand,
   ScheduleKeyDeletionCommand,
 } from '@aws-sdk/client-kms';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalKms, type LocalKms } from '../src/local/index.js';
 
@@ -392,5 +395,68 @@ describe('persistence', () => {
     expect(readFileSync(join(dataDir, 'keys', `${KeyMetadata!.KeyId}.json`), 'utf8')).toContain(
       KeyMetadata!.KeyId,
     );
+  });
+});
+
+describe('TLS', () => {
+  it('serves HTTPS with the given key and certificate; the SDK trusts it through its CA', async () => {
+    // A server certificate for 127.0.0.1 needs a subjectAltName; openssl makes one quickly.
+    const keyPem = join(dataDir, 'tls.key');
+    const certPem = join(dataDir, 'tls.crt');
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        keyPem,
+        '-out',
+        certPem,
+      ],
+      { stdio: 'ignore' },
+    );
+    const tlsKms = await createLocalKms({
+      dataDir: join(dataDir, 'tls'),
+      credentials: [CREDS],
+      tls: { key: readFileSync(keyPem), cert: readFileSync(certPem) },
+    });
+    const ep = await tlsKms.listen();
+    try {
+      expect(ep).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const kc = new KMSClient({
+        endpoint: ep,
+        region: 'us-east-1',
+        credentials: CREDS,
+        maxAttempts: 1,
+        requestHandler: new NodeHttpHandler({
+          httpsAgent: new Agent({ ca: readFileSync(certPem) }),
+        }),
+      });
+      const r = await kc.send(new GenerateRandomCommand({ NumberOfBytes: 4 }));
+      expect(r.Plaintext).toHaveLength(4);
+      // Without trusting the certificate, the connection fails before any KMS exchange.
+      const untrusted = new KMSClient({
+        endpoint: ep,
+        region: 'us-east-1',
+        credentials: CREDS,
+        maxAttempts: 1,
+      });
+      await expect(untrusted.send(new GenerateRandomCommand({ NumberOfBytes: 4 }))).rejects.toThrow(
+        /self.signed|certificate/i,
+      );
+    } finally {
+      await tlsKms.close();
+    }
   });
 });
