@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+// Runs inside /work/shared/tools/vsock-vm (real AF_VSOCK, loopback CID 1): see test/vm/run-vm.sh.
+export default defineConfig({
+  test: {
+    include: ['test/vm/**/*.vm.test.ts'],
+    testTimeout: 180_000,
+    hookTimeout: 60_000,
+    fileParallelism: false,
+    pool: 'threads',
+  },
+});
