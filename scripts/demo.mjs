@@ -14,6 +14,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +154,13 @@ function readyLine(re) {
   return (out) => re.exec(out);
 }
 
+/** An SDK request handler trusting one more CA (the local KMS's development certificate). */
+function httpsTrusting(caFile) {
+  const fromKms = createRequire(join(root, 'packages/kms/package.json'));
+  const { NodeHttpHandler } = fromKms('@smithy/node-http-handler');
+  return new NodeHttpHandler({ httpsAgent: new HttpsAgent({ ca: readFileSync(caFile) }) });
+}
+
 function sdk() {
   // The AWS SDK as @enclave-extras/kms resolves it (the checkout has no root dependency on it).
   const fromKms = createRequire(join(root, 'packages/kms/package.json'));
@@ -225,8 +233,43 @@ async function main() {
 
   // 2. The KMS: the local attested one (trusting the simulator's dev root), or real AWS.
   const endpoint = cfg.kms.endpoint;
+  let kmsCa; // PEM file of the local KMS's development TLS certificate (https endpoints)
   if (cfg.kms.mode === 'local') {
     const port = new URL(endpoint).port;
+    const tlsArgs = [];
+    if (new URL(endpoint).protocol === 'https:') {
+      // A throwaway certificate for the endpoint's IP: TLS runs end to end from the enclave app
+      // to KMS, so the parent and its gateway only ever carry ciphertext.
+      const host = new URL(endpoint).hostname;
+      kmsCa = join(tmp, 'kms-tls.crt');
+      const key = join(tmp, 'kms-tls.key');
+      const san = /^[\d.]+$/.test(host) ? `IP:${host}` : `DNS:${host}`;
+      const r = spawnSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          `/CN=${host}`,
+          '-addext',
+          `subjectAltName=${san}`,
+          '-keyout',
+          key,
+          '-out',
+          kmsCa,
+        ],
+        { encoding: 'utf8' },
+      );
+      if (r.status !== 0) fail(`openssl could not make the local KMS certificate: ${r.stderr}`);
+      tlsArgs.push('--tls-key', key, '--tls-cert', kmsCa);
+    }
     const { match } = await start(
       'kms-local',
       process.execPath,
@@ -245,12 +288,13 @@ async function main() {
         rootPem,
         '--log-level',
         'warn',
+        ...tlsArgs,
       ],
       { env: credEnv, ready: readyLine(/kms-local listening on (\S+)/) },
     );
     say(
       'kms',
-      `local attested KMS on ${match[1]} (SigV4 checked, trusts the NSM simulator's dev root)`,
+      `local attested KMS on ${match[1]} (SigV4 checked, trusts the NSM simulator's dev root${kmsCa ? '; TLS end to end with a throwaway certificate' : ''})`,
     );
   } else {
     say('kms', `AWS KMS at ${endpoint}`);
@@ -269,7 +313,7 @@ async function main() {
   );
   say(
     'parent',
-    `ee-parent run: egress gateway on vsock port 8001, policy allows only ${new URL(endpoint).host}`,
+    `ee-parent run: egress gateway on vsock port 8001, its policy (${cfg.parentConfig}) allows only the KMS`,
   );
 
   // The parent hands its credentials to the enclave over vsock (the enclave has none of its own).
@@ -300,6 +344,7 @@ async function main() {
     region: cfg.region,
     maxAttempts: 1,
     ...(creds ? { credentials: creds } : {}),
+    ...(kmsCa ? { requestHandler: httpsTrusting(kmsCa) } : {}),
   });
   const account = cfg.kms.accountId;
   const policy = {
@@ -362,6 +407,7 @@ async function main() {
     DEMO_CREDENTIALS_PORT: relayPort,
     AWS_REGION: cfg.region,
     DEMO_KMS_ENDPOINT: endpoint,
+    ...(kmsCa ? { DEMO_KMS_CA: kmsCa } : {}),
     DEMO_CIPHERTEXT: Buffer.from(CiphertextBlob).toString('base64'),
   };
   const enclaveArgs = [

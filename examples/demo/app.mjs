@@ -5,11 +5,12 @@
 // this process can open. It then makes the same request without attestation to show that
 // KMS refuses it.
 //
-// Inputs (environment): DEMO_KMS_ENDPOINT, AWS_REGION, DEMO_CIPHERTEXT (base64),
+// Inputs (environment): DEMO_KMS_ENDPOINT (+ DEMO_KMS_CA for a development CA), AWS_REGION, DEMO_CIPHERTEXT (base64),
 // ENCLAVE_EXTRAS_NSM (device | socket:PATH), DEMO_CREDENTIALS=relay (+ DEMO_CREDENTIALS_PORT) to
 // take AWS credentials from the parent's credentials relay (else the SDK default chain),
 // DEMO_EXPECT (decrypt | denied).
 // Output: one line per step, "enclave: ...", and exit 0 when every step went as expected.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 // In a real enclave image these are plain imports of the published packages:
@@ -50,6 +51,8 @@ if (!proxy) {
 // Every KMS connection goes through the egress gateway (HTTP CONNECT), whatever NO_PROXY says:
 // inside an enclave there is no other way out.
 const connect = httpConnectDialer(proxy);
+// A development CA for a local KMS endpoint (real AWS endpoints need none).
+const ca = process.env.DEMO_KMS_CA ? readFileSync(process.env.DEMO_KMS_CA, 'utf8') : undefined;
 
 async function credentials() {
   if (process.env.DEMO_CREDENTIALS === 'relay') {
@@ -72,7 +75,12 @@ const common = { endpoint, region, maxAttempts: 1, ...(creds ? { credentials: cr
 const nsm = await openNsm();
 let ok = true;
 try {
-  const attested = new kmsPkg.AttestedKmsClient({ ...common, attestation: { nsm }, connect });
+  const attested = new kmsPkg.AttestedKmsClient({
+    ...common,
+    attestation: { nsm },
+    connect,
+    ...(ca ? { ca } : {}),
+  });
   try {
     const out = await attested.send(new DecryptCommand({ CiphertextBlob: ciphertext }));
     const text = Buffer.from(out.Plaintext).toString('utf8');
@@ -87,7 +95,7 @@ try {
   if (expect === 'decrypt') {
     const plain = new KMSClient({
       ...common,
-      requestHandler: kmsPkg.createDialingRequestHandler({ connect }),
+      requestHandler: kmsPkg.createDialingRequestHandler({ connect, ...(ca ? { ca } : {}) }),
     });
     try {
       await plain.send(new DecryptCommand({ CiphertextBlob: ciphertext }));

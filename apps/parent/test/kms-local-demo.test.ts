@@ -33,7 +33,9 @@ describe('pnpm demo', () => {
 
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const t = r.stdout;
-    expect(t).toMatch(/\[kms\]\s+local attested KMS on http:\/\/127\.0\.0\.1:4599/);
+    expect(t).toMatch(
+      /\[kms\]\s+local attested KMS on https:\/\/127\.0\.0\.1:4599 .*TLS end to end/,
+    );
     expect(t).toMatch(/\[parent\]\s+ee-parent credentials-relay on vsock port 8002/);
     expect(t).toMatch(/\[parent\]\s+created key arn:aws:kms:us-east-1:111122223333:key\//);
     expect(t).toMatch(/\[parent\]\s+the parent itself cannot decrypt it: AccessDeniedException/);
