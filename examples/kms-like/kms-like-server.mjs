@@ -29,5 +29,7 @@ const server = https.createServer(
     });
   },
 );
-server.listen({ host, port: Number(port) }, () => console.log(`kms-like listening on ${host}:${port}`));
+server.listen({ host, port: Number(port) }, () =>
+  console.log(`kms-like listening on ${host}:${port}`),
+);
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
