@@ -65,14 +65,6 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
     await runtime.close({ drain: false });
     throw err;
   }
-  log.info(
-    {
-      routes: runtime.routes().map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
-      ...(metrics ? { metricsPort: metrics.port } : {}),
-    },
-    'ready',
-  );
-
   process.on('SIGHUP', () => {
     if (draining) return;
     log.info({ config: opts.config }, 'SIGHUP: reloading');
@@ -113,4 +105,12 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Logged last: once a supervisor sees 'ready', the signal handlers are in place.
+  log.info(
+    {
+      routes: runtime.routes().map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
+      ...(metrics ? { metricsPort: metrics.port } : {}),
+    },
+    'ready',
+  );
 }

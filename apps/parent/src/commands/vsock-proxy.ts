@@ -163,16 +163,6 @@ async function vsockProxy(
     logger: log,
   });
   await route.start();
-  log.info(
-    {
-      listen: describeEndpoint(route.endpoint),
-      listenEndpoint: formatEndpoint(route.endpoint),
-      remote: `${remoteAddr}:${remotePort}`,
-      config: configPath,
-      ...(opts.num_workers ? { numWorkers: Number(opts.num_workers) } : {}),
-    },
-    'ready',
-  );
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -188,4 +178,15 @@ async function vsockProxy(
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Logged last: once a supervisor sees 'ready', the signal handlers are in place.
+  log.info(
+    {
+      listen: describeEndpoint(route.endpoint),
+      listenEndpoint: formatEndpoint(route.endpoint),
+      remote: `${remoteAddr}:${remotePort}`,
+      config: configPath,
+      ...(opts.num_workers ? { numWorkers: Number(opts.num_workers) } : {}),
+    },
+    'ready',
+  );
 }
