@@ -3,7 +3,7 @@
 // run over the dialled socket for https endpoints (end to end: the carrier sees ciphertext).
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
@@ -76,10 +76,12 @@ function dial(
         return;
       }
       const servername = opts.servername ?? target.host;
-      const isIp = /^[\d.]+$|:/.test(servername);
+      // SNI only for names; `host` makes the certificate check use the endpoint's own
+      // name or IP literal instead of tls.connect's default of "localhost".
       const tls = tlsConnect({
         socket,
-        ...(isIp ? {} : { servername }),
+        host: servername,
+        ...(isIP(servername) ? {} : { servername }),
         ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
         ALPNProtocols: ['http/1.1'],
       });

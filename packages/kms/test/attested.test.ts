@@ -323,7 +323,7 @@ describe('dial seam (connect option)', () => {
         '-subj',
         '/CN=kms.enclave.internal',
         '-addext',
-        'subjectAltName=DNS:kms.enclave.internal',
+        'subjectAltName=DNS:kms.enclave.internal,IP:127.0.0.1',
         '-keyout',
         join(tdir, 'key.pem'),
         '-out',
@@ -358,6 +358,19 @@ describe('dial seam (connect option)', () => {
       const r = await c.send(new GenerateRandomCommand({ NumberOfBytes: 16 }));
       expect(r.Plaintext).toHaveLength(16);
       expect(sockets.length).toBeGreaterThan(0);
+      // An IP-literal endpoint is checked against the certificate's IP entry, not "localhost".
+      const byIp = new AttestedKmsClient({
+        endpoint: 'https://127.0.0.1',
+        region: 'us-east-1',
+        credentials: CREDS,
+        maxAttempts: 1,
+        attestation: { nsm: await NsmClient.open({ transport: sim }) },
+        ca: cert,
+        connect: async () => netConnect({ host: '127.0.0.1', port }),
+      });
+      expect(
+        (await byIp.send(new GenerateRandomCommand({ NumberOfBytes: 8 }))).Plaintext,
+      ).toHaveLength(8);
       // Without the dev CA the TLS handshake is refused.
       const untrusted = new AttestedKmsClient({
         endpoint: 'https://kms.enclave.internal',
