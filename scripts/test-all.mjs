@@ -22,7 +22,9 @@ function run(cmd, args) {
 
 for (const d of dirs) for (const r of reports) rmSync(join(d, r), { force: true });
 
-let failed = run('pnpm', [
+// Root files (scripts/, examples/) are linted here; every package lints itself through turbo.
+let failed = run('pnpm', ['exec', 'biome', 'check', 'scripts', 'examples']);
+failed |= run('pnpm', [
   'exec',
   'turbo',
   'run',
