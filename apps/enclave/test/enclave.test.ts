@@ -118,6 +118,10 @@ describe('ee-enclave run', () => {
       const routes = ready.routes as { name: string; listen: string }[];
       const gw = routes.find((r) => r.name === 'egress')?.listen;
       expect(gw).toMatch(/^127\.0\.0\.1:\d+$/);
+      // The routes listen before the app starts; wait for the app's own listener.
+      for (let i = 0; i < 300 && !p.stdout().includes('app listening'); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       const s = await vsockOpen(vdir, 16, inPort);
       expect(await echoOnce(s, 'to the app')).toBe('to the app');
       s.destroy();

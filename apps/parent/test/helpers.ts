@@ -171,11 +171,14 @@ export function echoOnce(s: net.Socket, text: string): Promise<string> {
       if (got.length >= text.length) {
         s.removeListener('data', onData);
         s.removeListener('error', reject);
+        s.removeListener('close', onClose);
         resolve(got);
       }
     };
+    const onClose = () => reject(new Error(`connection closed after ${got.length} bytes`));
     s.on('data', onData);
     s.once('error', reject);
+    s.once('close', onClose);
     s.write(text);
   });
 }

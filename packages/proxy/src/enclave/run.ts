@@ -2,7 +2,7 @@ import { formatHostPort } from '../endpoint.js';
 import { type Logger, silentLogger } from '../logger.js';
 import { ProxyRuntime } from '../runtime.js';
 import type { VsockOptions } from '../transport.js';
-import { type AppExit, proxyEnv, runApp } from './child.js';
+import { type AppExit, exitStatus, proxyEnv, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
@@ -62,7 +62,26 @@ export async function runEnclave(
   options: RunEnclaveOptions,
 ): Promise<AppExit> {
   const log = options.logger ?? silentLogger;
-  await prepareEnclaveNetwork(config, options);
+  // Until the app runs (and runApp forwards signals), a SIGTERM/SIGINT stops the bring-up
+  // instead of killing this process half-way (as PID 1 it would even be ignored).
+  let early: NodeJS.Signals | undefined;
+  let appRunning = false;
+  const onEarly = (sig: NodeJS.Signals) => {
+    if (appRunning) return; // runApp's own handlers forward it
+    early ??= sig;
+    log.info({ signal: sig }, 'signal before the app started: stopping');
+  };
+  const earlySignals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+  for (const sig of earlySignals) process.on(sig, onEarly);
+  const dropEarly = () => {
+    for (const sig of earlySignals) process.removeListener(sig, onEarly);
+  };
+  try {
+    await prepareEnclaveNetwork(config, options);
+  } catch (err) {
+    dropEarly();
+    throw err;
+  }
   const runtime = new ProxyRuntime({
     logger: log,
     drainTimeoutMs: config.drainTimeoutMs,
@@ -74,8 +93,14 @@ export async function runEnclave(
       ...(config.egressGateway ? { egressGateways: [config.egressGateway] } : {}),
     });
   } catch (err) {
+    dropEarly();
     await runtime.close({ drain: false });
     throw err;
+  }
+  if (early) {
+    dropEarly();
+    await runtime.close({ drain: false });
+    return { status: exitStatus(null, early), code: null, signal: early };
   }
   options.onReady?.(runtime);
   const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) };
@@ -92,6 +117,9 @@ export async function runEnclave(
     );
   }
   let exit: AppExit;
+  // The early handlers stay installed until runApp's are (removing the last listener would
+  // restore the default action for a moment).
+  appRunning = true;
   try {
     exit = await runApp({
       command: options.command,
@@ -100,6 +128,7 @@ export async function runEnclave(
       logger: log,
     });
   } finally {
+    dropEarly();
     await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
   }
   return exit;
