@@ -24,16 +24,7 @@ for (const d of dirs) for (const r of reports) rmSync(join(d, r), { force: true 
 
 // Root files (scripts/, examples/) are linted here; every package lints itself through turbo.
 let failed = run('pnpm', ['exec', 'biome', 'check', 'scripts', 'examples']);
-failed |= run('pnpm', [
-  'exec',
-  'turbo',
-  'run',
-  'build',
-  'lint',
-  'typecheck',
-  'test',
-  '--continue',
-]);
+failed |= run('pnpm', ['exec', 'turbo', 'run', 'build', 'lint', 'typecheck', 'test', '--continue']);
 
 const hasVmSuites = dirs.some((d) => {
   const pj = join(d, 'package.json');
