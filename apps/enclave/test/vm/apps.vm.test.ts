@@ -155,7 +155,7 @@ describe.skipIf(!inVm)('ee-enclave <-> ee-parent over real vsock', () => {
       process.execPath,
       app,
     ]);
-    await enclave.waitLog((l) => l.msg === 'ready', 'enclave ready', 60_000);
+    await enclave.waitLog((l) => l.msg === 'ready', 'enclave ready', 200_000);
     // ee-parent logs 'ready' at info; with --log-level warn wait for its TCP listener instead.
     for (let i = 0; i < 300; i++) {
       const ok = await new Promise<boolean>((r) => {
@@ -283,7 +283,7 @@ describe.skipIf(!inVm)('examples/kms-like over real vsock with the VM /etc/hosts
     await new Promise((r) => kms.stdout?.once('data', r));
     const parent = spawnCli(parentCli, ['run', '-c', join(example, 'parent.yaml')]);
     try {
-      await parent.waitLog((l) => l.msg === 'ready', 'parent ready', 60_000);
+      await parent.waitLog((l) => l.msg === 'ready', 'parent ready', 200_000);
       // Inside one VM the parent is the local CID 1, not 3: the only change to the example file.
       const enclaveYaml = write(
         'kms-enclave.yaml',
@@ -292,7 +292,7 @@ describe.skipIf(!inVm)('examples/kms-like over real vsock with the VM /etc/hosts
       const r = spawnSync(
         process.execPath,
         [enclaveCli, 'run', '-c', enclaveYaml, '--', process.execPath, join(example, 'app.mjs')],
-        { encoding: 'utf8', timeout: 120_000, env: { ...process.env, NODE_EXTRA_CA_CERTS: cert } },
+        { encoding: 'utf8', timeout: 240_000, env: { ...process.env, NODE_EXTRA_CA_CERTS: cert } },
       );
       expect(r.status, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout.trim())).toMatchObject({
