@@ -210,6 +210,8 @@ export const routeSchema = z.strictObject({
   ...routeLimits,
   dialRetries: dialRetriesSchema.optional(),
   policy: policySchema.optional(),
+  /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511. */
+  backlog: z.number().int().min(1).max(65535).optional(),
 });
 
 /** The enclave half of the egress gateway: local HTTP CONNECT + SOCKS5 listener, parent over vsock. */

@@ -37,6 +37,7 @@ describe('parseConfig', () => {
         '    listen: vsock:any:8000',
         '    dial: tcp:kms.eu-west-1.amazonaws.com:443',
         '    dialRetries: { attempts: 3, delayMs: 100, backoff: 2 }',
+        '    backlog: 4096',
         'gateway:',
         '  listen: vsock:any:8001',
         '  policy:',
@@ -52,6 +53,7 @@ describe('parseConfig', () => {
       host: 'kms.eu-west-1.amazonaws.com',
       port: 443,
     });
+    expect(cfg.routes[0]?.backlog).toBe(4096);
     expect(cfg.gateway?.name).toBe('egress');
     const p = new Policy(cfg.gateway!.policy);
     expect(p.check('kms.eu-west-1.amazonaws.com', 443, ['52.1.1.1']).allowed).toBe(true);
