@@ -241,5 +241,17 @@ describe('ee-enclave kms', () => {
     const region = await ee(['generate-random'], { AWS_REGION: '' });
     expect(region.status).toBe(2);
     expect(region.stderr).toContain('--region');
+    const spec = await ee([
+      'generate-data-key-pair',
+      '--key-id',
+      keyArn,
+      '--key-pair-spec',
+      'RSA_1024',
+    ]);
+    expect(spec.status).toBe(2);
+    expect(spec.stderr).toContain('--key-pair-spec RSA_1024 must be one of RSA_2048');
+    const aes = await ee(['generate-data-key', '--key-id', keyArn, '--key-spec', 'AES_512']);
+    expect(aes.status).toBe(2);
+    expect(aes.stderr).toContain('--key-spec AES_512');
   });
 });

@@ -4,39 +4,50 @@
 // CiphertextForRecipient. Connections go through the egress gateway when HTTPS_PROXY is set
 // (ee-enclave run sets it) or --proxy is given.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import type * as KmsPackage from '@enclave-extras/kms';
+import {
+  CreateKeyCommand,
+  type DataKeyPairSpec,
+  type DataKeySpec,
+  DecryptCommand,
+  EncryptCommand,
+  GenerateDataKeyCommand,
+  GenerateDataKeyPairCommand,
+  GenerateRandomCommand,
+  KMSClient,
+  type KMSClientConfig,
+} from '@aws-sdk/client-kms';
+import {
+  AttestedKmsClient,
+  createDialingRequestHandler,
+  fromParentInstance,
+  recipientAttestationPolicy,
+} from '@enclave-extras/kms';
 import type { NsmClient } from '@enclave-extras/nsm';
 import { httpConnectDialer } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
 import { collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
 
-// The AWS SDK is loaded as @enclave-extras/kms sees it, so commands and the attested client
-// come from one SDK instance (and this app needs no SDK dependency of its own).
-const requireHere = createRequire(import.meta.url);
-const kmsEntry = requireHere.resolve('@enclave-extras/kms');
-const kmsPkg = requireHere('@enclave-extras/kms') as typeof KmsPackage;
+const DATA_KEY_SPECS: ReadonlyArray<DataKeySpec> = ['AES_256', 'AES_128'];
+const DATA_KEY_PAIR_SPECS: ReadonlyArray<DataKeyPairSpec> = [
+  'RSA_2048',
+  'RSA_3072',
+  'RSA_4096',
+  'ECC_NIST_P256',
+  'ECC_NIST_P384',
+  'ECC_NIST_P521',
+  'ECC_SECG_P256K1',
+];
 
-type Input = Record<string, unknown>;
-type Output = Record<string, unknown> & { $metadata?: unknown };
-type CommandCtor = new (input: Input) => object;
-interface SdkClient {
-  send(command: object): Promise<Output>;
-  destroy(): void;
-}
-interface KmsSdk {
-  KMSClient: new (config: Input) => SdkClient;
-  CreateKeyCommand: CommandCtor;
-  DecryptCommand: CommandCtor;
-  EncryptCommand: CommandCtor;
-  GenerateDataKeyCommand: CommandCtor;
-  GenerateDataKeyPairCommand: CommandCtor;
-  GenerateRandomCommand: CommandCtor;
-}
-let sdkCache: KmsSdk | undefined;
-function sdk(): KmsSdk {
-  sdkCache ??= createRequire(kmsEntry)('@aws-sdk/client-kms') as KmsSdk;
-  return sdkCache;
+/** Checks a flag against the SDK's own union of allowed values. */
+function oneOf<T extends string>(
+  cmd: Command,
+  flag: string,
+  v: string,
+  allowed: ReadonlyArray<T>,
+): T {
+  if (!(allowed as ReadonlyArray<string>).includes(v))
+    usage(cmd, `kms ${cmd.name()}: ${flag} ${v} must be one of ${allowed.join(', ')}`);
+  return v as T;
 }
 
 interface CommonFlags {
@@ -97,18 +108,17 @@ async function client(
   cmd: Command,
   flags: CommonFlags,
   nsm: NsmClient | undefined,
-): Promise<SdkClient> {
-  const { KMSClient } = sdk();
+): Promise<KMSClient> {
   if (!flags.region) usage(cmd, 'kms: --region (or AWS_REGION) is required');
   if (!['base64', 'hex', 'raw'].includes(flags.output))
     usage(cmd, `kms: --output ${flags.output} must be base64, hex or raw`);
-  const config: Input = { region: flags.region, maxAttempts: 2 };
+  const config: KMSClientConfig = { region: flags.region, maxAttempts: 2 };
   if (flags.endpoint) config.endpoint = flags.endpoint;
   if (flags.credentials.startsWith('parent:')) {
     const port = Number(flags.credentials.slice('parent:'.length));
     if (!Number.isInteger(port) || port < 0)
       usage(cmd, `kms: --credentials ${flags.credentials} must be parent:PORT`);
-    config.credentials = kmsPkg.fromParentInstance({ port });
+    config.credentials = fromParentInstance({ port });
   } else if (flags.credentials !== 'env') {
     usage(cmd, `kms: --credentials ${flags.credentials} must be env or parent:PORT`);
   }
@@ -122,15 +132,15 @@ async function client(
   }
   const connect = flags.proxy ? httpConnectDialer(flags.proxy) : undefined;
   if (nsm) {
-    return new kmsPkg.AttestedKmsClient({
+    return new AttestedKmsClient({
       ...config,
       attestation: { nsm },
       ...(connect ? { connect } : {}),
       ...(connect && ca ? { ca } : {}),
-    }) as unknown as SdkClient;
+    });
   }
   if (connect) {
-    config.requestHandler = kmsPkg.createDialingRequestHandler({ connect, ...(ca ? { ca } : {}) });
+    config.requestHandler = createDialingRequestHandler({ connect, ...(ca ? { ca } : {}) });
   }
   return new KMSClient(config);
 }
@@ -140,7 +150,11 @@ function encode(bytes: Uint8Array, format: CommonFlags['output']): string | Buff
   return format === 'raw' ? b : b.toString(format);
 }
 
-function emit(flags: CommonFlags, main: Uint8Array | undefined, all: Output): void {
+function emit(
+  flags: CommonFlags,
+  main: Uint8Array | undefined,
+  all: { $metadata?: unknown },
+): void {
   if (flags.out && main) writeFileSync(flags.out, main, { mode: 0o600 });
   if (flags.json) {
     const { $metadata: _m, ...fields } = all;
@@ -166,17 +180,17 @@ function emit(flags: CommonFlags, main: Uint8Array | undefined, all: Output): vo
 }
 
 /** Runs one KMS call with the NSM opened (when attested) and closed afterwards. */
-async function call(
+async function call<O>(
   cmd: Command,
   flags: CommonFlags,
   attested: boolean,
-  make: (s: KmsSdk) => object,
-): Promise<Output> {
+  send: (c: KMSClient) => Promise<O>,
+): Promise<O> {
   const nsm = attested && flags.attest ? await openNsm(cmd, flags.nsm) : undefined;
   try {
     const c = await client(cmd, flags, nsm);
     try {
-      return await c.send(make(sdk()));
+      return await send(c);
     } catch (err) {
       // KMS answers (AccessDeniedException ...) carry their type in `name`: keep it visible.
       const e = err as { name?: string; message?: string; $metadata?: unknown };
@@ -235,18 +249,16 @@ export function register(program: Command): void {
     ) => {
       const plaintext = parseBytes(cmd, '--plaintext', flags.plaintext);
       const ec = context(cmd, flags.context);
-      const out = await call(
-        cmd,
-        flags,
-        false,
-        (s) =>
-          new s.EncryptCommand({
+      const out = await call(cmd, flags, false, (c) =>
+        c.send(
+          new EncryptCommand({
             KeyId: flags.keyId,
             Plaintext: plaintext,
             ...(ec ? { EncryptionContext: ec } : {}),
           }),
+        ),
       );
-      emit(flags, out.CiphertextBlob as Uint8Array, out);
+      emit(flags, out.CiphertextBlob, out);
     },
   );
 
@@ -268,18 +280,16 @@ export function register(program: Command): void {
     ) => {
       const blob = parseBytes(cmd, '--ciphertext', flags.ciphertext);
       const ec = context(cmd, flags.context);
-      const out = await call(
-        cmd,
-        flags,
-        true,
-        (s) =>
-          new s.DecryptCommand({
+      const out = await call(cmd, flags, true, (c) =>
+        c.send(
+          new DecryptCommand({
             CiphertextBlob: blob,
             ...(flags.keyId ? { KeyId: flags.keyId } : {}),
             ...(ec ? { EncryptionContext: ec } : {}),
           }),
+        ),
       );
-      emit(flags, out.Plaintext as Uint8Array, out);
+      emit(flags, out.Plaintext, out);
     },
   );
 
@@ -300,19 +310,18 @@ export function register(program: Command): void {
       if (flags.keySpec && flags.bytes)
         usage(cmd, 'kms generate-data-key: give --key-spec or --bytes, not both');
       const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024);
+      const keySpec = oneOf(cmd, '--key-spec', flags.keySpec ?? 'AES_256', DATA_KEY_SPECS);
       const ec = context(cmd, flags.context);
-      const out = await call(
-        cmd,
-        flags,
-        true,
-        (s) =>
-          new s.GenerateDataKeyCommand({
+      const out = await call(cmd, flags, true, (c) =>
+        c.send(
+          new GenerateDataKeyCommand({
             KeyId: flags.keyId,
-            ...(n !== undefined ? { NumberOfBytes: n } : { KeySpec: flags.keySpec ?? 'AES_256' }),
+            ...(n !== undefined ? { NumberOfBytes: n } : { KeySpec: keySpec }),
             ...(ec ? { EncryptionContext: ec } : {}),
           }),
+        ),
       );
-      emit(flags, out.Plaintext as Uint8Array, out);
+      emit(flags, out.Plaintext, out);
     },
   );
 
@@ -335,19 +344,18 @@ export function register(program: Command): void {
       flags: CommonFlags & { keyId: string; keyPairSpec: string; context: string[] },
       cmd: Command,
     ) => {
+      const keyPairSpec = oneOf(cmd, '--key-pair-spec', flags.keyPairSpec, DATA_KEY_PAIR_SPECS);
       const ec = context(cmd, flags.context);
-      const out = await call(
-        cmd,
-        flags,
-        true,
-        (s) =>
-          new s.GenerateDataKeyPairCommand({
+      const out = await call(cmd, flags, true, (c) =>
+        c.send(
+          new GenerateDataKeyPairCommand({
             KeyId: flags.keyId,
-            KeyPairSpec: flags.keyPairSpec,
+            KeyPairSpec: keyPairSpec,
             ...(ec ? { EncryptionContext: ec } : {}),
           }),
+        ),
       );
-      emit(flags, out.PrivateKeyPlaintext as Uint8Array, out);
+      emit(flags, out.PrivateKeyPlaintext, out);
     },
   );
 
@@ -359,13 +367,10 @@ export function register(program: Command): void {
     true,
   ).action(async (flags: CommonFlags & { bytes: string }, cmd: Command) => {
     const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024)!;
-    const out = await call(
-      cmd,
-      flags,
-      true,
-      (s) => new s.GenerateRandomCommand({ NumberOfBytes: n }),
+    const out = await call(cmd, flags, true, (c) =>
+      c.send(new GenerateRandomCommand({ NumberOfBytes: n })),
     );
-    emit(flags, out.Plaintext as Uint8Array, out);
+    emit(flags, out.Plaintext, out);
   });
 
   common(
@@ -410,7 +415,7 @@ export function register(program: Command): void {
           for (const i of indexes) pcrs[i] = (await nsm.describePcr(i)).data;
           const pcr0 = (await nsm.describePcr(0)).data;
           policy = JSON.stringify(
-            kmsPkg.recipientAttestationPolicy({
+            recipientAttestationPolicy({
               accountId: flags.accountId!,
               imageSha384: pcr0,
               ...(indexes.length ? { pcrs } : {}),
@@ -422,29 +427,18 @@ export function register(program: Command): void {
           await nsm.close();
         }
       }
-      const out = await call(
-        cmd,
-        flags,
-        false,
-        (s) =>
-          new s.CreateKeyCommand({
+      const out = await call(cmd, flags, false, (c) =>
+        c.send(
+          new CreateKeyCommand({
             ...(flags.description ? { Description: flags.description } : {}),
             ...(policy ? { Policy: policy } : {}),
           }),
+        ),
       );
-      const meta = out.KeyMetadata as Record<string, unknown>;
-      if (flags.json)
-        writeOut(
-          {
-            ...meta,
-            CreationDate:
-              meta.CreationDate instanceof Date
-                ? meta.CreationDate.toISOString()
-                : meta.CreationDate,
-          },
-          true,
-        );
-      else process.stdout.write(`${String(meta.Arn)}\n`);
+      const meta = out.KeyMetadata;
+      if (!meta) throw new Error('kms create-key: the answer has no KeyMetadata');
+      if (flags.json) writeOut({ ...meta, CreationDate: meta.CreationDate?.toISOString() }, true);
+      else process.stdout.write(`${meta.Arn}\n`);
     },
   );
 }
