@@ -23,6 +23,8 @@ export interface RunAppOptions {
   signals?: ReadonlyArray<NodeJS.Signals>;
   /** Called for each forwarded signal after forwarding (e.g. to start draining on SIGTERM). */
   onSignal?: (signal: NodeJS.Signals) => void;
+  /** Called synchronously with the app's pid right after it is spawned (before any event runs). */
+  onSpawn?: (pid: number) => void;
   logger?: Logger;
 }
 
@@ -45,9 +47,10 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
  * when it ends. Rejects with ProxyError (ENOENT/EACCES kept as code) when it cannot be started.
  *
  * As PID 1 (inside the enclave) the kernel gives no default action to signals without a handler,
- * so the handlers installed here are what makes SIGTERM reach the app. Orphaned grandchildren
- * are not reaped by Node (libuv only waits for its own children); since the enclave ends when
- * this process exits after the app, they cannot outlive it.
+ * so the handlers installed here are what makes SIGTERM reach the app. runApp waits only for the
+ * app (libuv reaps just its own children); orphaned grandchildren re-parented to this process are
+ * reaped by runEnclave's reaper (config `reapOrphans`, on by default as PID 1, see reaper.ts),
+ * which is told the app's pid through `onSpawn` so that it never takes the app's exit from Node.
  */
 export function runApp(options: RunAppOptions): Promise<AppExit> {
   const log = options.logger ?? silentLogger;
@@ -64,6 +67,7 @@ export function runApp(options: RunAppOptions): Promise<AppExit> {
       reject(startError(options.command, err));
       return;
     }
+    if (child.pid !== undefined) options.onSpawn?.(child.pid);
     const handlers = new Map<NodeJS.Signals, () => void>();
     const cleanup = () => {
       for (const [sig, h] of handlers) process.removeListener(sig, h);

@@ -36,6 +36,13 @@ export const enclaveConfigSchema = z.strictObject({
   noProxy: z.array(z.string()).default([]),
   /** How long routes may drain after the app exits (ms). */
   drainTimeoutMs: z.number().int().nonnegative().default(5_000),
+  /**
+   * Reap orphaned descendants of the app (zombies re-parented to this process). `auto` (default):
+   * only when running as PID 1. `true`: always; when not PID 1 this process becomes a child
+   * subreaper so the app's orphans are re-parented to it; fails before the app starts when
+   * reaping is unavailable. `false`: never.
+   */
+  reapOrphans: z.union([z.boolean(), z.literal('auto')]).default('auto'),
 });
 
 export type EnclaveConfig = z.output<typeof enclaveConfigSchema>;

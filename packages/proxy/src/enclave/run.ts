@@ -1,4 +1,5 @@
 import { formatHostPort } from '../endpoint.js';
+import { errorMessage, ProxyError } from '../errors.js';
 import { type Logger, silentLogger } from '../logger.js';
 import { ProxyRuntime } from '../runtime.js';
 import type { VsockOptions } from '../transport.js';
@@ -6,6 +7,13 @@ import { type AppExit, exitStatus, proxyEnv, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
+import {
+  loadReaperNative,
+  type Reaper,
+  type ReaperNative,
+  setChildSubreaper,
+  startReaper,
+} from './reaper.js';
 
 /** The 127.0.0.x aliases a configuration needs: TCP listeners, gateway and hosts entries in 127/8. */
 export function loopbackAliases(config: EnclaveConfig): string[] {
@@ -55,7 +63,8 @@ export interface RunEnclaveOptions extends PrepareEnclaveOptions {
 /**
  * The enclave entrypoint: network setup, routes and gateway started and listening, then the app
  * with signals forwarded; when it exits the routes drain (config.drainTimeoutMs) and the app's
- * exit is returned (`status` = code, or 128 + signal).
+ * exit is returned (`status` = code, or 128 + signal). With config.reapOrphans on (default: when
+ * this process is PID 1) orphaned descendants of the app are reaped while it runs and drains.
  */
 export async function runEnclave(
   config: EnclaveConfig,
@@ -76,10 +85,13 @@ export async function runEnclave(
   const dropEarly = () => {
     for (const sig of earlySignals) process.removeListener(sig, onEarly);
   };
+  let reaping: Reaping | undefined;
   try {
+    reaping = await prepareReaping(config.reapOrphans, log);
     await prepareEnclaveNetwork(config, options);
   } catch (err) {
     dropEarly();
+    reaping?.release();
     throw err;
   }
   const runtime = new ProxyRuntime({
@@ -95,11 +107,13 @@ export async function runEnclave(
   } catch (err) {
     dropEarly();
     await runtime.close({ drain: false });
+    reaping?.release();
     throw err;
   }
   if (early) {
     dropEarly();
     await runtime.close({ drain: false });
+    reaping?.release();
     return { status: exitStatus(null, early), code: null, signal: early };
   }
   options.onReady?.(runtime);
@@ -120,16 +134,82 @@ export async function runEnclave(
   // The early handlers stay installed until runApp's are (removing the last listener would
   // restore the default action for a moment).
   appRunning = true;
+  // The app is this process's only child_process child from here on (network setup's `ip`
+  // commands have all been waited for), so it is the one pid the reaper must leave to libuv.
+  let appPid: number | undefined;
+  reaping?.start((pid) => pid === appPid);
   try {
     exit = await runApp({
       command: options.command,
       ...(options.args ? { args: options.args } : {}),
       env,
       logger: log,
+      onSpawn: (pid) => {
+        appPid = pid;
+      },
     });
+    // libuv has reaped the app ('exit' fired): its pid may now be reused by an orphan.
+    appPid = undefined;
   } finally {
     dropEarly();
     await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
+    reaping?.release();
   }
   return exit;
+}
+
+interface Reaping {
+  start(isOwned: (pid: number) => boolean): void;
+  /** Stops the reaper (after a last sweep) and clears the subreaper flag this run set. */
+  release(): void;
+}
+
+/**
+ * Resolves config.reapOrphans and loads the native calls before anything starts, so an explicit
+ * `true` that cannot be honoured fails before the app runs, while `auto` only warns.
+ */
+async function prepareReaping(
+  mode: EnclaveConfig['reapOrphans'],
+  log: Logger,
+): Promise<Reaping | undefined> {
+  const pid1 = process.pid === 1;
+  if (mode === false || (mode === 'auto' && !pid1)) return undefined;
+  let native: ReaperNative;
+  try {
+    native = await loadReaperNative();
+  } catch (err) {
+    if (mode === true) throw err;
+    log.warn(
+      { code: (err as ProxyError).code, err: errorMessage(err) },
+      'running as PID 1 without reaping orphaned children',
+    );
+    return undefined;
+  }
+  // Not PID 1: orphans would go to the real init (or the nearest subreaper), not to us.
+  let subreaper = false;
+  if (!pid1) {
+    const r = setChildSubreaper(native, true);
+    if (r < 0) {
+      throw new ProxyError(
+        'ERR_PROXY_REAPER_UNAVAILABLE',
+        `Cannot reap orphaned children: prctl(PR_SET_CHILD_SUBREAPER) failed (errno ${-r}). Set reapOrphans: false or 'auto'.`,
+        { syscall: 'prctl', details: { errno: -r } },
+      );
+    }
+    subreaper = true;
+  }
+  log.debug({ pid1, subreaper }, 'reaping orphaned children');
+  let reaper: Reaper | undefined;
+  return {
+    start(isOwned) {
+      reaper ??= startReaper({ native, logger: log, isOwned });
+    },
+    release() {
+      if (reaper) log.debug({ reaped: reaper.reaped }, 'reaper stopped');
+      reaper?.stop();
+      reaper = undefined;
+      if (subreaper) setChildSubreaper(native, false);
+      subreaper = false;
+    },
+  };
 }
