@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Runs INSIDE nsm-vm (see test/vm/launch.mjs): one file, one device, strictly in order.
+// Runs INSIDE nsm-vm (pnpm test:vm: ../../scripts/vm-suite.mjs): one file, one device, strictly in order.
 export default defineConfig({
   test: {
     include: ['test/vm/*.vm.test.ts'],

@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Real AF_VSOCK suite: runs only inside ../shared/tools/vsock-vm (scripts/vm.mjs test).
+// Real AF_VSOCK suite: runs only inside ../shared/tools/vsock-vm (pnpm test:vm: ../../scripts/vm-suite.mjs).
 export default defineConfig({
   test: {
     include: ['test/vm/**/*.vm.test.ts'],

@@ -1,4 +1,4 @@
-// Runs INSIDE nsm-vm (started by bench/launch.mjs): requests/s through @enclave-extras/nsm vs
+// Runs INSIDE nsm-vm (started by `pnpm bench`): requests/s through @enclave-extras/nsm vs
 // the Python ioctl loops (bench/raw_ioctl.py) measured just before in the same VM boot (JSON
 // file argv[2]). Every figure is the best of ROUNDS windows: the machine is shared and noisy.
 import { readFileSync } from 'node:fs';

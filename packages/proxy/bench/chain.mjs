@@ -4,7 +4,7 @@
 // Prints a table of ratios measured in this one run. Usage:
 //   node bench/chain.mjs [--middle unix|vsock] [--scale 1]
 // --middle vsock needs real AF_VSOCK loopback (run it inside ../shared/tools/vsock-vm; see
-// scripts/vm.mjs bench). BENCH_SCALE / --scale shrinks or grows the workload.
+// `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload.
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';

@@ -1,4 +1,4 @@
-// Runs inside ../shared/tools/vsock-vm only (scripts/vm.mjs test): real AF_VSOCK, loopback CID 1.
+// Runs inside ../shared/tools/vsock-vm only (pnpm test:vm): real AF_VSOCK, loopback CID 1.
 import { readdirSync } from 'node:fs';
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
