@@ -60,6 +60,24 @@ for (const d of dirs) {
     console.log(
       `${relative(root, d).padEnd(22)} ${where.padEnd(5)} ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${skipped} skipped`,
     );
+    // Each top-level describe block with its counts, so the log shows which suites ran where
+    // (e.g. the same NSM behaviour suite against the simulator and against the real /dev/nsm).
+    const groups = new Map();
+    for (const f of j.testResults ?? []) {
+      for (const a of f.assertionResults ?? []) {
+        const key = a.ancestorTitles?.[0] ?? relative(d, f.name);
+        const g = groups.get(key) ?? { passed: 0, failed: 0, skipped: 0 };
+        if (a.status === 'passed') g.passed++;
+        else if (a.status === 'failed') g.failed++;
+        else g.skipped++;
+        groups.set(key, g);
+      }
+    }
+    for (const [key, g] of groups) {
+      // worded unlike the closing "N passed, N failed" line, which must stay the only one
+      const extra = `${g.failed ? ` / ${g.failed} not ok` : ''}${g.skipped ? ` / ${g.skipped} skip` : ''}`;
+      console.log(`    - ${key} (${g.passed} ok${extra})`);
+    }
     if (!j.success) failed = 1;
   }
 }
