@@ -28,6 +28,7 @@ export class HandshakeReader {
           new ProxyError(
             'ERR_PROXY_GATEWAY_PROTOCOL',
             `The ${this.what} is longer than ${this.maxBytes} bytes.`,
+            { details: { maxBytes: this.maxBytes } },
           ),
         );
         return;
