@@ -11,6 +11,12 @@ import { type DialRetries, Route, withRetries } from './route.js';
 import { dialEndpoint, dialTcp, type ProxySocket, type VsockOptions } from './transport.js';
 
 /*
+ * The enclave half accepts three request kinds on one listener, told apart by the first bytes:
+ * SOCKS5 (0x05), HTTP CONNECT (`CONNECT host:port HTTP/1.1`) and a plain-HTTP proxy request in
+ * absolute form (`GET http://host[:port]/path HTTP/1.1`). All three end up as the same request to
+ * the parent below; for the absolute form the enclave half then forwards the request head
+ * rewritten to origin form (`GET /path HTTP/1.1`, `Connection: close`) and pipes the rest raw.
+ *
  * Gateway wire protocol (one connection per proxied connection, on one vsock port):
  *   enclave -> parent: one JSON line  {"v":1,"host":"kms.eu-west-1.amazonaws.com","port":443}\n
  *   parent -> enclave: one JSON line  {"ok":true,"address":"52.1.2.3:443"}\n
@@ -223,11 +229,94 @@ function parseAuthority(a: string): GatewayRequest | undefined {
   return { host, port: p };
 }
 
+/** The longest proxy handshake the enclave half reads: an HTTP request head or a SOCKS5 request. */
+const MAX_HANDSHAKE = 16 * 1024;
+
+/** A proxy request that is malformed or not served; answered with HTTP `status` (default 400). */
+function requestError(what: string, status = 400): ProxyError {
+  return new ProxyError('ERR_PROXY_GATEWAY_PROTOCOL', `Egress gateway: ${what}.`, {
+    details: { status },
+  });
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  431: 'Request Header Fields Too Large',
+};
+
+/** The HTTP status for a handshake failure: the one the parser chose, 431 for an oversize head, else 400. */
+function protocolStatus(err: unknown): number {
+  const details = err instanceof ProxyError ? err.details : undefined;
+  if (typeof details?.status === 'number') return details.status;
+  if (typeof details?.maxBytes === 'number') return 431;
+  return 400;
+}
+
 /**
- * The enclave half of the egress gateway: one local listener that speaks HTTP CONNECT and SOCKS5
- * (no auth, CONNECT, IPv4/IPv6/domain), carrying each connection to the parent gateway server
- * over `parent`. The parent decides; a refusal becomes HTTP 403 (502/504 for dial failures) or
- * SOCKS reply 0x02 (0x04/0x05/0x06 ...), with the parent's reason.
+ * Splits the authority of an absolute-form `http://` URL: `host`, `host:port`, `[v6]`,
+ * `[v6]:port` (an absent or empty port is 80). IPv6 literals must be bracketed; the result is
+ * validated by parseAuthority like a CONNECT target.
+ */
+function parseUrlAuthority(a: string): GatewayRequest | undefined {
+  let host: string;
+  let port = '';
+  if (a.startsWith('[')) {
+    const close = a.indexOf(']');
+    if (close < 0) return undefined;
+    const inner = a.slice(1, close);
+    if (!inner.includes(':') || !parseIp(inner)) return undefined;
+    const after = a.slice(close + 1);
+    if (after !== '' && !after.startsWith(':')) return undefined;
+    host = a.slice(0, close + 1);
+    port = after.slice(1);
+  } else {
+    const c = a.indexOf(':');
+    host = c < 0 ? a : a.slice(0, c);
+    port = c < 0 ? '' : a.slice(c + 1);
+  }
+  // digits only: also refuses an unbracketed IPv6 literal (`http://::1:80/`)
+  if (!/^\d*$/.test(port)) return undefined;
+  return parseAuthority(`${host}:${port === '' ? '80' : port}`);
+}
+
+/** What the client asked for: a tunnel (SOCKS5, CONNECT) or one forwarded plain-HTTP request. */
+type ClientRequest =
+  | { kind: 'socks'; req: GatewayRequest }
+  | { kind: 'connect'; req: GatewayRequest }
+  | { kind: 'forward'; req: GatewayRequest; head: Buffer };
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** True when `s` holds a control character other than HTAB (CR, LF, NUL ... split or smuggle lines). */
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/** Never forwarded: proxy hop-by-hop fields (and Connection / Host, which are rewritten). */
+const DROPPED = new Set(['connection', 'proxy-connection', 'proxy-authorization', 'keep-alive']);
+/** Never dropped even when named in Connection: the body framing the raw pipe relies on, and Host. */
+const PROTECTED = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/**
+ * The enclave half of the egress gateway: one local listener that speaks SOCKS5 (no auth, CONNECT,
+ * IPv4/IPv6/domain), HTTP CONNECT, and plain-HTTP proxy requests in absolute form
+ * (`GET http://host[:port]/path HTTP/1.1`, any method but CONNECT, `http://` only), so
+ * `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY=socks5h://` can all point at it. Each connection is
+ * carried to the parent gateway server over `parent` with the target it named; the parent decides.
+ * A refusal becomes HTTP 403 (502/504 for dial failures) or SOCKS reply 0x02 (0x04/0x05/0x06 ...),
+ * with the parent's reason; a malformed or unsupported request gets HTTP 400 (431 for a request
+ * head over 16 KiB) and nothing is dialled.
+ *
+ * A plain-HTTP request is forwarded with its head rewritten to origin form, the proxy hop-by-hop
+ * headers (`Proxy-Connection`, `Proxy-Authorization`, `Keep-Alive`, anything named in
+ * `Connection`) removed, `Host` set to the URL's authority and `Connection: close` added; then the
+ * body and the response flow raw, unbuffered, like a tunnel. One client connection therefore
+ * carries one request's origin connection: keep-alive to the gateway lasts one request. A client
+ * that pipelines a further request on the same connection reaches only the origin already allowed
+ * for the first one (never another host), whatever that request names.
  */
 export function createEgressGateway(options: EgressGatewayOptions): Route {
   const parent = toEndpoint(options.parent);
@@ -243,28 +332,34 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
     ...(options.metrics ? { metrics: options.metrics } : {}),
     dialer: async (ctx) => {
       const client = ctx.socket;
-      const reader = new HandshakeReader(client, 'proxy handshake', 16 * 1024, timeout, ctx.signal);
-      let req: GatewayRequest;
-      let kind: 'socks' | 'http';
+      const reader = new HandshakeReader(
+        client,
+        'proxy handshake',
+        MAX_HANDSHAKE,
+        timeout,
+        ctx.signal,
+      );
+      let request: ClientRequest;
       try {
         const first = (await reader.need(1))[0];
         if (first === 0x05) {
-          kind = 'socks';
-          req = await readSocks5(reader, client);
+          request = { kind: 'socks', req: await readSocks5(reader, client) };
         } else if (first === 0x04) {
           throw protocolError('SOCKS4 is not supported, use SOCKS5');
         } else {
-          kind = 'http';
-          req = await readHttpConnect(reader, client);
+          request = await readHttpRequest(reader);
         }
       } catch (err) {
         reader.finish();
         if (!client.writableEnded && errorCode(err) === 'ERR_PROXY_GATEWAY_PROTOCOL') {
-          httpError(client, 400, 'Bad Request', 'ERR_PROXY_GATEWAY_PROTOCOL', errorMessage(err));
+          const status = protocolStatus(err);
+          const text = STATUS_TEXT[status] ?? 'Bad Request';
+          httpError(client, status, text, 'ERR_PROXY_GATEWAY_PROTOCOL', errorMessage(err));
         }
         throw err;
       }
       reader.finish();
+      const { kind, req } = request;
       const target = formatHostPort(req.host, req.port);
       ctx.setTarget(target);
       let upstream: ProxySocket | undefined;
@@ -317,8 +412,16 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
         }
         throw err;
       }
-      if (kind === 'socks') socksReply(client, 0x00, false);
-      else client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (request.kind === 'socks') socksReply(client, 0x00, false);
+      else if (request.kind === 'connect') {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      } else if (client.readableEnded) {
+        // EOF came with the head: the pipe forwards the buffered tail (body) after this.
+        upstream.write(request.head);
+      } else {
+        // Put the rewritten head in front of the unread body, so the pipe carries (and counts) it.
+        client.unshift(request.head);
+      }
       return upstream;
     },
   });
@@ -372,23 +475,124 @@ async function readSocks5(reader: HandshakeReader, client: ProxySocket): Promise
   return { host, port };
 }
 
-async function readHttpConnect(
-  reader: HandshakeReader,
-  client: ProxySocket,
-): Promise<GatewayRequest> {
-  const head = (await reader.until('\r\n\r\n')).toString('latin1');
-  const requestLine = head.slice(0, head.indexOf('\r\n'));
-  const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(requestLine);
+/**
+ * Reads an HTTP request head (at most MAX_HANDSHAKE bytes): `CONNECT host:port` becomes a tunnel;
+ * any other method with an absolute-form `http://` target becomes one forwarded request whose head
+ * is rewritten to origin form. Everything else is refused with a status that names the problem.
+ */
+async function readHttpRequest(reader: HandshakeReader): Promise<ClientRequest> {
+  const raw = await reader.until('\r\n\r\n');
+  if (raw.length > MAX_HANDSHAKE) {
+    throw requestError(`the request head is longer than ${MAX_HANDSHAKE} bytes`, 431);
+  }
+  const lines = raw.toString('latin1').slice(0, -4).split('\r\n');
+  const requestLine = lines[0] ?? '';
+  const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP\/1\.[01])$/.exec(requestLine);
   if (!m)
     throw protocolError(`malformed HTTP request line ${JSON.stringify(requestLine.slice(0, 100))}`);
-  if (m[1] !== 'CONNECT') {
-    const reason = `only CONNECT is supported (got ${m[1]}); use an https:// URL or SOCKS5`;
-    httpError(client, 405, 'Method Not Allowed', 'ERR_PROXY_GATEWAY_PROTOCOL', reason);
-    throw protocolError(reason);
+  const method = m[1] ?? '';
+  const target = m[2] ?? '';
+  const version = m[3] ?? '';
+  if (method === 'CONNECT') {
+    const req = parseAuthority(target);
+    if (!req) throw protocolError(`CONNECT target ${JSON.stringify(target)} is not host:port`);
+    return { kind: 'connect', req };
   }
-  const req = parseAuthority(m[2] ?? '');
-  if (!req) throw protocolError(`CONNECT target ${JSON.stringify(m[2])} is not host:port`);
-  return req;
+  const { req, authority, path } = parseAbsoluteForm(method, target);
+  return { kind: 'forward', req, head: rewriteHead(method, path, version, authority, lines) };
+}
+
+/** `http://host[:port][/path][?query]` -> the target to dial, the authority and the origin-form path. */
+function parseAbsoluteForm(
+  method: string,
+  target: string,
+): { req: GatewayRequest; authority: string; path: string } {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(target);
+  if (!scheme) {
+    if (target.startsWith('/') || target === '*') {
+      throw requestError(
+        `${method} ${JSON.stringify(target.slice(0, 100))} is not a proxy request: send the absolute URL ` +
+          `(${method} http://host/path) or use CONNECT / SOCKS5`,
+      );
+    }
+    throw requestError(
+      `the request target ${JSON.stringify(target.slice(0, 100))} is not an absolute http:// URL`,
+    );
+  }
+  const name = (scheme[1] ?? '').toLowerCase();
+  if (name !== 'http') {
+    throw requestError(
+      `the scheme ${name}:// is not forwarded, only http:// is; ` +
+        (name === 'https'
+          ? 'for https:// URLs the client must use CONNECT (HTTPS_PROXY=http://gateway)'
+          : 'use SOCKS5 for other protocols'),
+    );
+  }
+  if (hasControl(target)) throw requestError('the request target holds a control character');
+  const rest = target.slice(scheme[0].length);
+  const end = rest.search(/[/?#]/);
+  const authority = end < 0 ? rest : rest.slice(0, end);
+  let path = end < 0 ? '' : rest.slice(end);
+  const fragment = path.indexOf('#');
+  if (fragment >= 0) path = path.slice(0, fragment);
+  // never echo the credentials into the answer or the log
+  if (authority.includes('@')) throw requestError('the URL carries userinfo (user@host), refused');
+  if (authority === '')
+    throw requestError(`the URL ${JSON.stringify(target.slice(0, 100))} has no host`);
+  const req = parseUrlAuthority(authority);
+  if (!req) {
+    throw requestError(
+      `the URL authority ${JSON.stringify(authority.slice(0, 300))} is not host[:port] ` +
+        '(a valid name or IP, IPv6 in brackets, port 1-65535)',
+    );
+  }
+  if (path === '') path = method === 'OPTIONS' ? '*' : '/';
+  else if (path.startsWith('?')) path = `/${path}`;
+  return { req, authority, path };
+}
+
+/**
+ * The head sent to the origin: origin-form request line with the client's HTTP version, `Host`
+ * set to the URL's authority (RFC 9112 3.2.2: a proxy ignores the client's Host for absolute form),
+ * every other header kept byte for byte except the proxy hop-by-hop ones and those named in
+ * `Connection`, and `Connection: close` so this connection carries exactly one origin connection.
+ */
+function rewriteHead(
+  method: string,
+  path: string,
+  version: string,
+  authority: string,
+  lines: string[],
+): Buffer {
+  const fields: Array<{ name: string; line: string }> = [];
+  const named = new Set<string>();
+  let hosts = 0;
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    if (!TOKEN.test(name)) {
+      throw requestError(`malformed header line ${JSON.stringify(line.slice(0, 100))}`);
+    }
+    const value = line.slice(colon + 1);
+    if (hasControl(value)) {
+      throw requestError(`the header ${name} holds a control character`);
+    }
+    const lower = name.toLowerCase();
+    if (lower === 'host') hosts++;
+    if (lower === 'connection') {
+      for (const option of value.split(',')) named.add(option.trim().toLowerCase());
+    }
+    fields.push({ name: lower, line });
+  }
+  if (hosts > 1) throw requestError('the request has more than one Host header');
+  const out = [`${method} ${path} ${version}`, `Host: ${authority}`];
+  for (const f of fields) {
+    if (f.name === 'host' || DROPPED.has(f.name)) continue;
+    if (named.has(f.name) && !PROTECTED.has(f.name)) continue;
+    out.push(f.line);
+  }
+  out.push('Connection: close', '', '');
+  return Buffer.from(out.join('\r\n'), 'latin1');
 }
 
 /** Where to dial through a proxy/gateway. */

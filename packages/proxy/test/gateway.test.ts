@@ -204,11 +204,12 @@ describe('egress gateway', () => {
     });
   });
 
-  it('rejects non-CONNECT HTTP requests with 405 and malformed input with 400', async () => {
+  it('checks plain-HTTP proxy requests against the policy too (port 80 not allowed: 403) and answers malformed input with 400', async () => {
+    // absolute-form requests are forwarded (see gateway-http.test.ts), so the parent decides
     const c = await connect(s.gwPort);
     const got = readAll(c);
     c.write('GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n');
-    expect((await got).toString()).toMatch(/^HTTP\/1\.1 405/);
+    expect((await got).toString()).toMatch(/^HTTP\/1\.1 403/);
     await closed(c);
     const d = await connect(s.gwPort);
     const got2 = readAll(d);
