@@ -2,7 +2,9 @@
 // emulation in a temp dir, real TCP on 127.0.0.1 and real child processes.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,7 +94,7 @@ describe('ee-enclave run', () => {
       'echo-app.mjs',
       [
         "import net from 'node:net';",
-        'const env = { HTTPS_PROXY: process.env.HTTPS_PROXY, ALL_PROXY: process.env.ALL_PROXY, NO_PROXY: process.env.NO_PROXY, https_proxy: process.env.https_proxy };',
+        'const env = { HTTPS_PROXY: process.env.HTTPS_PROXY, HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, ALL_PROXY: process.env.ALL_PROXY, NO_PROXY: process.env.NO_PROXY, https_proxy: process.env.https_proxy };',
         'console.log(JSON.stringify(env));',
         `net.createServer((s) => s.pipe(s)).listen(${appPort}, '127.0.0.1', () => console.log('app listening'));`,
         "process.on('SIGTERM', () => process.exit(0));",
@@ -129,6 +131,8 @@ describe('ee-enclave run', () => {
       expect(env).toEqual({
         HTTPS_PROXY: `http://${gw}`,
         https_proxy: `http://${gw}`,
+        HTTP_PROXY: `http://${gw}`,
+        http_proxy: `http://${gw}`,
         ALL_PROXY: `socks5h://${gw}`,
         NO_PROXY: 'localhost,127.0.0.1,::1,127.0.0.0/8,internal.example',
       });
@@ -138,8 +142,11 @@ describe('ee-enclave run', () => {
     }
   });
 
-  it('egress gateway end to end: app CONNECTs via HTTPS_PROXY, ee-parent enforces its policy', async () => {
+  it('egress gateway end to end: app CONNECTs via HTTPS_PROXY and fetches http:// via HTTP_PROXY, ee-parent enforces its policy', async () => {
     const server = await hashServer();
+    const web = createServer((req, res) => res.end(`plain http ${req.method} ${req.url}`));
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+    const webPort = (web.address() as AddressInfo).port;
     const vdir = join(dir, 'v-gw');
     const gwPort = nextPort();
     const parentCfg = write(
@@ -148,7 +155,7 @@ describe('ee-enclave run', () => {
         'egressGateway:',
         `  listen: vsock:any:${gwPort}`,
         '  policy:',
-        `    allow: ["127.0.0.1:${server.port}"]`,
+        `    allow: ["127.0.0.1:${server.port}", "127.0.0.1:${webPort}"]`,
         '',
       ].join('\n'),
     );
@@ -169,11 +176,15 @@ describe('ee-enclave run', () => {
       app,
       `127.0.0.1:${server.port}`,
       `127.0.0.1:${server.port + 1}`,
+      `http://127.0.0.1:${webPort}/hello?x=1`,
+      `http://127.0.0.1:${server.port + 1}/denied`,
     ]);
     try {
       expect(await p.exited).toEqual({ code: 0, signal: null });
       const out = JSON.parse(p.stdout().trim());
-      const [ok, denied] = out.results;
+      const [ok, denied, plain, plainDenied] = out.results;
+      expect(plain).toEqual({ status: 200, body: 'plain http GET /hello?x=1' });
+      expect(plainDenied.status).toBe(403);
       expect(ok.head).toMatch(/^HTTP\/1\.1 200/);
       expect(ok.body).toBe(out.want);
       expect(denied.head).toMatch(/^HTTP\/1\.1 403/);
@@ -186,6 +197,7 @@ describe('ee-enclave run', () => {
       parent.child.kill('SIGTERM');
       await parent.exited;
       await server.close();
+      await new Promise((r) => web.close(r));
     }
   });
 });

@@ -131,12 +131,15 @@ describe('runApp', () => {
     const out = join(dir, 'env.txt');
     await runApp({
       command: 'sh',
-      args: ['-c', `printf %s "$HTTPS_PROXY|$ALL_PROXY|$no_proxy" > ${out}`],
+      args: [
+        '-c',
+        `printf %s "$HTTPS_PROXY|$HTTP_PROXY|$http_proxy|$ALL_PROXY|$no_proxy" > ${out}`,
+      ],
       env: { PATH: process.env.PATH, ...proxyEnv({ gateway: '127.0.0.1:3128' }) },
       signals: [],
     });
     expect(readFileSync(out, 'utf8')).toBe(
-      'http://127.0.0.1:3128|socks5h://127.0.0.1:3128|localhost,127.0.0.1,::1,127.0.0.0/8',
+      'http://127.0.0.1:3128|http://127.0.0.1:3128|http://127.0.0.1:3128|socks5h://127.0.0.1:3128|localhost,127.0.0.1,::1,127.0.0.0/8',
     );
     await expect(runApp({ command: join(dir, 'no-such-app'), signals: [] })).rejects.toMatchObject({
       code: 'ENOENT',

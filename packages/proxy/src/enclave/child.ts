@@ -119,16 +119,17 @@ export interface ProxyEnvOptions {
 
 /**
  * The proxy variables an app reads, upper and lower case (curl reads only lower-case http_proxy,
- * Go and undici read both): `HTTPS_PROXY=http://gateway` (HTTP CONNECT), `ALL_PROXY=socks5h://gateway`
- * (SOCKS5 with names resolved by the parent: plain-HTTP and other TCP traffic), `NO_PROXY`.
- * `HTTP_PROXY` is deliberately not set: clients send plain-HTTP requests to it in absolute form
- * (`GET http://...`), which the gateway does not serve (it only tunnels); they use ALL_PROXY instead.
+ * Go and undici read both): `HTTPS_PROXY=http://gateway` (HTTP CONNECT), `HTTP_PROXY=http://gateway`
+ * (plain-HTTP requests in absolute form, one origin per proxy connection: Go, Python, curl and
+ * node:http send `http://` URLs this way), `ALL_PROXY=socks5h://gateway` (SOCKS5 with names
+ * resolved by the parent: other TCP traffic), `NO_PROXY`.
  */
 export function proxyEnv(options: ProxyEnvOptions): Record<string, string> {
   const noProxy = (options.noProxy ?? ['localhost', '127.0.0.1', '::1', '127.0.0.0/8']).join(',');
   const env: Record<string, string> = {};
   for (const [k, v] of [
     ['HTTPS_PROXY', `http://${options.gateway}`],
+    ['HTTP_PROXY', `http://${options.gateway}`],
     ['ALL_PROXY', `socks5h://${options.gateway}`],
     ['NO_PROXY', noProxy],
   ] as const) {
