@@ -61,6 +61,22 @@ function connectError(errno: number, syscall: string, address: string): VsockErr
   });
 }
 
+const PENDING = Symbol('pending');
+type ConnectFailure = { errno: number; syscall: string };
+type ConnectState = VsockAddress | ConnectFailure | typeof PENDING;
+
+/**
+ * Where a non-blocking connect stands: the peer address once connected (getpeername succeeds),
+ * the error when it failed (SO_ERROR, read only when getpeername says ENOTCONN), else PENDING.
+ */
+function connectState(fd: number): ConnectState {
+  const peer = peerName(fd);
+  if (typeof peer !== 'number') return peer;
+  if (peer !== -ENOTCONN) return { errno: -peer, syscall: 'getpeername' };
+  const soErr = socketError(fd);
+  return soErr ? { errno: soErr, syscall: 'connect' } : PENDING;
+}
+
 function kernelConnect(req: ConnectRequest): VsockSocket {
   const remote: VsockAddress = { cid: req.cid, port: req.port };
   const address = formatVsockAddress(remote);
@@ -106,22 +122,14 @@ function kernelConnect(req: ConnectRequest): VsockSocket {
     watch?.close();
     watch = undefined;
   };
-  const finish = () => {
-    if (socket.destroyed) return stopWatch();
-    const soErr = socketError(fd);
-    if (soErr) {
-      stopWatch();
-      socket.destroy(connectError(soErr, 'connect', address));
-      return;
-    }
-    const peer = peerName(fd);
-    if (peer === -ENOTCONN) return; // still connecting: wait for the next readiness event
+  const settle = (state: VsockAddress | ConnectFailure) => {
     stopWatch();
-    if (typeof peer === 'number') {
-      socket.destroy(connectError(-peer, 'getpeername', address));
+    if (socket.destroyed) return;
+    if ('errno' in state) {
+      socket.destroy(connectError(state.errno, state.syscall, address));
       return;
     }
-    setAddresses(socket, localName(fd), peer);
+    setAddresses(socket, localName(fd), state);
     socket[kInternals].refWatch = undefined;
     socket[kInternals].cleanup = undefined;
     internals.connecting = false;
@@ -130,18 +138,27 @@ function kernelConnect(req: ConnectRequest): VsockSocket {
     socket.emit('ready');
     if (!socket.isPaused()) socket.read(0);
   };
-  if (r === 0) {
-    process.nextTick(finish);
+  const onWritable = () => {
+    if (socket.destroyed) return stopWatch();
+    const state = connectState(fd);
+    if (state !== PENDING) settle(state); // else: wait for the next readiness event
+  };
+  socket[kInternals].cleanup = stopWatch;
+  socket[kInternals].refWatch = (ref) => {
+    const w = watch as (PollWatch & { ref?(): void; unref?(): void }) | undefined;
+    if (ref) w?.ref?.();
+    else w?.unref?.();
+  };
+  // A vsock handshake often completes before this point (loopback: the kernel runs it inside
+  // connect(); a quick peer: while the objects above were built). One getpeername then settles
+  // the connect on the next tick, with no uv_poll handle and no event-loop round trip.
+  const state = connectState(fd);
+  if (state !== PENDING) {
+    process.nextTick(() => settle(state));
   } else {
     // libuv's uv_poll (koffi.node.poll) waits for writability: no thread, no blocking.
     // The Pipe handle has not started its own watcher yet, so the fd has a single watcher.
-    watch = watchWritable(fd, finish);
-    socket[kInternals].cleanup = stopWatch;
-    socket[kInternals].refWatch = (ref) => {
-      const w = watch as (PollWatch & { ref?(): void; unref?(): void }) | undefined;
-      if (ref) w?.ref?.();
-      else w?.unref?.();
-    };
+    watch = watchWritable(fd, onWritable);
   }
   return socket;
 }

@@ -72,11 +72,10 @@ export function sys(op: string): Libc {
       socket: f('int socket(int domain, int type, int protocol)'),
       bind: f('int bind(int fd, void *addr, uint32_t len)'),
       connect: f('int connect(int fd, void *addr, uint32_t len)'),
-      getsockname: f('int getsockname(int fd, void *addr, _Inout_ uint32_t *len)'),
-      getpeername: f('int getpeername(int fd, void *addr, _Inout_ uint32_t *len)'),
-      getsockopt: f(
-        'int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)',
-      ),
+      // `len` is passed as a 4-byte Buffer (cheaper to marshal than koffi's _Inout_ array)
+      getsockname: f('int getsockname(int fd, void *addr, void *len)'),
+      getpeername: f('int getpeername(int fd, void *addr, void *len)'),
+      getsockopt: f('int getsockopt(int fd, int level, int name, void *val, void *len)'),
       setsockopt: f('int setsockopt(int fd, int level, int name, void *val, uint32_t len)'),
       close: f('int close(int fd)'),
       open: f('int open(const char *path, int flags)'),
@@ -102,12 +101,19 @@ export function lastErrno(): number {
   return koffi.errno();
 }
 
+// Scratch buffers for the synchronous socket calls (JS is single-threaded and the kernel copies
+// them during the call): no allocation per connection.
+const addrBuf = Buffer.alloc(16);
+const lenBuf = Buffer.alloc(4);
+const valBuf = Buffer.alloc(16);
+
+/** A struct sockaddr_vm in the shared scratch buffer (valid until the next call here). */
 export function sockaddr(cid: number, port: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt16LE(AF_VSOCK, 0);
-  b.writeUInt32LE(port >>> 0, 4);
-  b.writeUInt32LE(cid >>> 0, 8);
-  return b;
+  addrBuf.fill(0);
+  addrBuf.writeUInt16LE(AF_VSOCK, 0);
+  addrBuf.writeUInt32LE(port >>> 0, 4);
+  addrBuf.writeUInt32LE(cid >>> 0, 8);
+  return addrBuf;
 }
 
 /** Returns a non-blocking, close-on-exec AF_VSOCK stream fd or a negative errno. */
@@ -134,10 +140,10 @@ function nameOf(
   fd: number,
   which: 'getsockname' | 'getpeername',
 ): { cid: number; port: number } | number {
-  const b = Buffer.alloc(16);
-  const len = [16];
-  if (sys(which)[which](fd, b, len) < 0) return -lastErrno();
-  return { cid: b.readUInt32LE(8), port: b.readUInt32LE(4) };
+  addrBuf.fill(0);
+  lenBuf.writeUInt32LE(16, 0);
+  if (sys(which)[which](fd, addrBuf, lenBuf) < 0) return -lastErrno();
+  return { cid: addrBuf.readUInt32LE(8), port: addrBuf.readUInt32LE(4) };
 }
 
 export function sockName(fd: number): { cid: number; port: number } | number {
@@ -150,10 +156,12 @@ export function peerName(fd: number): { cid: number; port: number } | number {
 
 /** Pending socket error (SO_ERROR) as a positive errno, 0 when none. */
 export function socketError(fd: number): number {
-  const b = Buffer.alloc(4);
-  const len = [4];
-  if (sys('getsockopt').getsockopt(fd, SOL_SOCKET, SO_ERROR, b, len) < 0) return lastErrno();
-  return b.readInt32LE(0);
+  valBuf.writeInt32LE(0, 0);
+  lenBuf.writeUInt32LE(4, 0);
+  if (sys('getsockopt').getsockopt(fd, SOL_SOCKET, SO_ERROR, valBuf, lenBuf) < 0) {
+    return lastErrno();
+  }
+  return valBuf.readInt32LE(0);
 }
 
 /** Sets SO_VM_SOCKETS_CONNECT_TIMEOUT (struct timeval, 64-bit layout). 0 or negative errno. */
