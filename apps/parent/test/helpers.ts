@@ -1,4 +1,5 @@
-// Real processes and sockets for the app tests: spawn the built CLI, read its JSON log lines.
+// Real processes and sockets for the app tests of ee-parent and ee-enclave (apps/enclave/test re-exports
+// this file): spawn the built CLI, read its JSON log lines.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';

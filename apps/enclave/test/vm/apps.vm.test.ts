@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Proc, spawnCli } from '../proc.js';
+import { type Proc, spawnCli } from '../helpers.js';
 
 const inVm = process.env.VSOCK_VM === '1';
 if (!inVm) console.warn('[apps.vm.test] SKIPPED: run through `pnpm test:vm` (needs vsock-vm)');
