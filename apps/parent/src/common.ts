@@ -1,4 +1,5 @@
 // Shared flag handling of ee-parent commands: logger, vsock emulation dir, exit codes.
+import type { Command } from 'commander';
 import pino from 'pino';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -15,6 +16,16 @@ export function createLogger(level: string, name: string): pino.Logger {
 export class UsageError extends Error {
   override readonly name = 'UsageError';
   readonly code = 'ERR_USAGE';
+}
+
+/** The flags of every long-running command: `--log-level` and `--vsock-dir`. */
+export function runtimeOptions(cmd: Command): Command {
+  return cmd
+    .option('--log-level <level>', LOG_LEVELS.join('|'), 'info')
+    .option(
+      '--vsock-dir <dir>',
+      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
+    );
 }
 
 /** `--vsock-dir DIR` (or ENCLAVE_EXTRAS_VSOCK_DIR) selects the Unix-socket vsock emulation. */

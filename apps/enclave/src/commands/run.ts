@@ -6,7 +6,13 @@ import {
   runEnclave,
 } from '@enclave-extras/proxy';
 import type { Command } from 'commander';
-import { applyVsockDir, createLogger, exitWithError, UsageError } from '../common.js';
+import {
+  applyVsockDir,
+  createLogger,
+  exitWithError,
+  runtimeOptions,
+  UsageError,
+} from '../common.js';
 
 interface RunOptions {
   config: string;
@@ -17,19 +23,22 @@ interface RunOptions {
 }
 
 export function register(program: Command): void {
-  program
-    .command('run')
-    .description(
-      'The enclave entrypoint: bring lo up with the 127.0.0.x aliases the routes need, write the /etc/hosts entries, start the TCP->vsock routes, the egress gateway (HTTP CONNECT + SOCKS5 carried to the parent over one vsock port) and the inbound vsock->TCP routes, wait until they listen, then run the app with HTTPS_PROXY/ALL_PROXY/NO_PROXY set when the gateway is on. Signals are forwarded to the app; ee-enclave exits with its status.',
-    )
-    .requiredOption('-c, --config <file>', 'enclave.yaml')
-    .option('--no-network-setup', 'skip loopback aliases and /etc/hosts (development on a laptop)')
-    .option('--hosts-file <file>', 'write the hosts entries to FILE instead of network.hostsFile')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
-    .option(
-      '--vsock-dir <dir>',
-      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
-    )
+  runtimeOptions(
+    program
+      .command('run')
+      .description(
+        'The enclave entrypoint: bring lo up with the 127.0.0.x aliases the routes need, write the /etc/hosts entries, start the TCP->vsock routes, the egress gateway (HTTP CONNECT, plain-HTTP proxy requests and SOCKS5, carried to the parent over one vsock port) and the inbound vsock->TCP routes, wait until they listen, then run the app with HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY set when the gateway is on. Signals are forwarded to the app; as PID 1 ee-enclave also reaps orphaned children; it exits with the status of the app.',
+      )
+      .requiredOption('-c, --config <file>', 'enclave.yaml')
+      .option(
+        '--no-network-setup',
+        'skip loopback aliases and /etc/hosts (development on a laptop)',
+      )
+      .option(
+        '--hosts-file <file>',
+        'write the hosts entries to FILE instead of network.hostsFile',
+      ),
+  )
     .argument('<app>', 'the program to run once every route listens (after "--")')
     .argument('[args...]', 'its arguments')
     .addHelpText(

@@ -4,7 +4,7 @@
 // `fromParentInstance({ port })` from @enclave-extras/kms, or `ee-enclave kms --credentials parent:PORT`.
 import { createCredentialsRelay } from '@enclave-extras/kms';
 import type { Command } from 'commander';
-import { applyVsockDir, createLogger, exitWithError, intArg } from '../common.js';
+import { applyVsockDir, createLogger, exitWithError, intArg, runtimeOptions } from '../common.js';
 
 interface RelayFlags {
   port: string;
@@ -16,27 +16,24 @@ interface RelayFlags {
 }
 
 export function register(program: Command): void {
-  program
-    .command('credentials-relay')
-    .description(
-      "Serve this instance's AWS credentials (AWS SDK default provider chain: env, profile, IMDSv2 role) to the enclave over a vsock port, refreshed before they expire.",
-    )
-    .option('--port <n>', 'vsock port to listen on', '8002')
-    .option('--cid <n>', 'vsock CID to bind (default: any)')
-    .option(
-      '--region <region>',
-      'region handed to the enclave with the credentials (default: AWS_REGION)',
-    )
-    .option(
-      '--refresh-before <seconds>',
-      'fetch new credentials when these expire within this',
-      '300',
-    )
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
-    .option(
-      '--vsock-dir <dir>',
-      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
-    )
+  runtimeOptions(
+    program
+      .command('credentials-relay')
+      .description(
+        "Serve this instance's AWS credentials (AWS SDK default provider chain: env, profile, IMDSv2 role) to the enclave over a vsock port, refreshed before they expire.",
+      )
+      .option('--port <n>', 'vsock port to listen on', '8002')
+      .option('--cid <n>', 'vsock CID to bind (default: any)')
+      .option(
+        '--region <region>',
+        'region handed to the enclave with the credentials (default: AWS_REGION)',
+      )
+      .option(
+        '--refresh-before <seconds>',
+        'fetch new credentials when these expire within this',
+        '300',
+      ),
+  )
     .addHelpText(
       'after',
       '\nAnyone who can connect to the port gets the credentials: on a Nitro host only enclaves (and the parent) reach vsock ports.\nExit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. the port is taken), 2 usage error.',

@@ -6,7 +6,7 @@ import {
   type RuntimeConfig,
 } from '@enclave-extras/proxy';
 import type { Command } from 'commander';
-import { applyVsockDir, createLogger, exitWithError } from '../common.js';
+import { applyVsockDir, createLogger, exitWithError, runtimeOptions } from '../common.js';
 import { type ParentConfig, parentConfigSchema } from '../config.js';
 import { type MetricsServer, startMetricsServer } from '../metrics-server.js';
 
@@ -24,17 +24,14 @@ function runtimeConfig(c: ParentConfig): RuntimeConfig {
 }
 
 export function register(program: Command): void {
-  program
-    .command('run')
-    .description(
-      'Serve every parent-side route of a deployment from parent.yaml: vsock->TCP egress routes, the egress gateway server with its policy, TCP->enclave inbound routes, plus /metrics and /healthz. SIGHUP reloads the file without dropping connections; SIGTERM drains and exits.',
-    )
-    .requiredOption('-c, --config <file>', 'parent.yaml')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
-    .option(
-      '--vsock-dir <dir>',
-      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
-    )
+  runtimeOptions(
+    program
+      .command('run')
+      .description(
+        'Serve every parent-side route of a deployment from parent.yaml: vsock->TCP egress routes, the egress gateway server with its policy, TCP->enclave inbound routes, plus /metrics and /healthz. SIGHUP reloads the file without dropping connections; SIGTERM drains and exits.',
+      )
+      .requiredOption('-c, --config <file>', 'parent.yaml'),
+  )
     .addHelpText(
       'after',
       '\nExit codes: 0 drained after SIGTERM/SIGINT, 1 runtime failure (e.g. a listen failed), 2 usage or config error (the message names file:line:col and the key).',

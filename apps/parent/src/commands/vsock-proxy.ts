@@ -13,7 +13,14 @@ import {
   systemLookup,
 } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
-import { applyVsockDir, createLogger, exitWithError, intArg, UsageError } from '../common.js';
+import {
+  applyVsockDir,
+  createLogger,
+  exitWithError,
+  intArg,
+  runtimeOptions,
+  UsageError,
+} from '../common.js';
 
 export const DEFAULT_ALLOWLIST = '/etc/nitro_enclaves/vsock-proxy.yaml';
 
@@ -31,34 +38,31 @@ interface VsockProxyOptions {
 }
 
 export function register(program: Command): void {
-  program
-    .command('vsock-proxy')
-    .description(
-      "Drop-in for AWS vsock-proxy: listen on vsock port LOCAL_PORT (any CID) and forward each connection to REMOTE_ADDR:REMOTE_PORT over TCP, if AWS's allowlist YAML (allowlist: [{address, port}]) allows it. The allowlist is checked at start and again on every connection against the addresses actually dialled.",
-    )
-    .argument('<local_port>', 'vsock port to listen on')
-    .argument('<remote_addr>', 'host name or IP address to forward to')
-    .argument('<remote_port>', 'TCP port to forward to')
-    .addOption(new Option('-4, --ipv4', 'use IPv4 addresses only').conflicts('ipv6'))
-    .addOption(new Option('-6, --ipv6', 'use IPv6 addresses only').conflicts('ipv4'))
-    .option(
-      '-w, --num_workers <n>',
-      'accepted for AWS compatibility; connections are served concurrently without worker threads (see --max-connections)',
-    )
-    .option('--config <file>', `allowlist YAML (default ${DEFAULT_ALLOWLIST})`)
-    .option('--max-connections <n>', 'refuse connections beyond N open ones (default: unlimited)')
-    .option('--connect-timeout <ms>', 'per-attempt TCP connect timeout', '10000')
-    .option(
-      '--idle-timeout <ms>',
-      'close connections idle this long in both directions (0 = never)',
-      '0',
-    )
-    .option('--drain-timeout <ms>', 'on SIGTERM, how long open connections may finish', '30000')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'info')
-    .option(
-      '--vsock-dir <dir>',
-      'use the vsock emulation over Unix sockets in DIR (development; also ENCLAVE_EXTRAS_VSOCK_DIR)',
-    )
+  runtimeOptions(
+    program
+      .command('vsock-proxy')
+      .description(
+        "Drop-in for AWS vsock-proxy: listen on vsock port LOCAL_PORT (any CID) and forward each connection to REMOTE_ADDR:REMOTE_PORT over TCP, if AWS's allowlist YAML (allowlist: [{address, port}]) allows it. The allowlist is checked at start and again on every connection against the addresses actually dialled.",
+      )
+      .argument('<local_port>', 'vsock port to listen on')
+      .argument('<remote_addr>', 'host name or IP address to forward to')
+      .argument('<remote_port>', 'TCP port to forward to')
+      .addOption(new Option('-4, --ipv4', 'use IPv4 addresses only').conflicts('ipv6'))
+      .addOption(new Option('-6, --ipv6', 'use IPv6 addresses only').conflicts('ipv4'))
+      .option(
+        '-w, --num_workers <n>',
+        'accepted for AWS compatibility; connections are served concurrently without worker threads (see --max-connections)',
+      )
+      .option('--config <file>', `allowlist YAML (default ${DEFAULT_ALLOWLIST})`)
+      .option('--max-connections <n>', 'refuse connections beyond N open ones (default: unlimited)')
+      .option('--connect-timeout <ms>', 'per-attempt TCP connect timeout', '10000')
+      .option(
+        '--idle-timeout <ms>',
+        'close connections idle this long in both directions (0 = never)',
+        '0',
+      )
+      .option('--drain-timeout <ms>', 'on SIGTERM, how long open connections may finish', '30000'),
+  )
     .addHelpText(
       'after',
       `\nExamples:\n  ee-parent vsock-proxy 8000 kms.us-east-1.amazonaws.com 443\n  ee-parent vsock-proxy 8000 kms.us-east-1.amazonaws.com 443 --config ./vsock-proxy.yaml\n\nExit codes: 0 drained after SIGTERM/SIGINT, 1 runtime failure (vsock listen failed), 2 usage or config error (bad argument, allowlist missing or invalid, REMOTE_ADDR:REMOTE_PORT not in the allowlist).`,
