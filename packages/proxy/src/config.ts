@@ -214,7 +214,7 @@ export const routeSchema = z.strictObject({
   backlog: z.number().int().min(1).max(65535).optional(),
 });
 
-/** The enclave half of the egress gateway: local HTTP CONNECT + SOCKS5 listener, parent over vsock. */
+/** The enclave half of the egress gateway: local HTTP CONNECT, plain-HTTP proxy and SOCKS5 listener, parent over vsock. */
 export const egressGatewaySchema = z.strictObject({
   name: z.string().min(1).default('egress'),
   listen: endpointSchema,

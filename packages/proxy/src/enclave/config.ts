@@ -30,7 +30,7 @@ export const enclaveConfigSchema = z.strictObject({
   }),
   routes: z.array(routeSchema).default([]),
   egressGateway: egressGatewaySchema.optional(),
-  /** Set HTTPS_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
+  /** Set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
   proxyEnv: z.boolean().default(true),
   /** Extra NO_PROXY entries (localhost and 127.0.0.0/8 are always in). */
   noProxy: z.array(z.string()).default([]),
