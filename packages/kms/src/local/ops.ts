@@ -35,16 +35,20 @@ type Json = Record<string, unknown>;
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** KMS's answer for a required member that is absent or null. */
+function missing(field: string) {
+  return wire(
+    'ValidationException',
+    `1 validation error detected: Value null at '${field}' failed to satisfy constraint: Member must not be null.`,
+  );
+}
+
 function str(input: Json, field: string, required: true): string;
 function str(input: Json, field: string, required?: false): string | undefined;
 function str(input: Json, field: string, required = false): string | undefined {
   const v = input[field];
   if (v === undefined || v === null) {
-    if (required)
-      throw wire(
-        'ValidationException',
-        `1 validation error detected: Value null at '${field}' failed to satisfy constraint: Member must not be null.`,
-      );
+    if (required) throw missing(field);
     return undefined;
   }
   if (typeof v !== 'string') throw wire('SerializationException', `${field} must be a string.`);
@@ -64,11 +68,7 @@ function blob(input: Json, field: string, required: false, max?: number): Buffer
 function blob(input: Json, field: string, required: boolean, max = 6144): Buffer | undefined {
   const v = input[field];
   if (v === undefined || v === null) {
-    if (required)
-      throw wire(
-        'ValidationException',
-        `1 validation error detected: Value null at '${field}' failed to satisfy constraint: Member must not be null.`,
-      );
+    if (required) throw missing(field);
     return undefined;
   }
   if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) {
