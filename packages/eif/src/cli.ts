@@ -1,0 +1,2 @@
+// ee-eif command line: filled in by the build/describe/pcr/sign commands.
+export {};
