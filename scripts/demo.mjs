@@ -326,6 +326,10 @@ async function main() {
       'credentials-relay',
       '--port',
       relayPort,
+      // the emulated enclave dials from the emulation's default CID, local(1); on AWS this is
+      // the CID given to nitro-cli run-enclave --enclave-cid
+      '--enclave-cid',
+      '1',
       '--region',
       cfg.region,
       '--log-level',

@@ -1,8 +1,10 @@
 // Credentials for the enclave: the parent serves the instance's AWS credentials (any AWS SDK
 // provider; default the node provider chain, i.e. IMDSv2 role credentials on EC2) over a vsock
-// port, one JSON answer per connection; the enclave reads them with fromParentInstance().
+// port, one JSON answer per connection, to the peer CIDs it allows; the enclave reads them with
+// fromParentInstance().
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import {
+  CID_ANY,
   CID_PARENT,
   createServer,
   formatVsockAddress,
@@ -36,6 +38,17 @@ export interface CredentialsRelayOptions {
   provider?: AwsCredentialIdentityProvider;
   /** Where to listen: a vsock port (cid default CID_ANY). */
   listen: { port: number; cid?: number };
+  /**
+   * Peer CIDs that get credentials: the CIDs of your enclaves (`nitro-cli run-enclave
+   * --enclave-cid N`). Required; `'any'` serves every peer that reaches the port (an explicit
+   * opt-in). Other peers are answered a `PeerNotAllowed` error, logged, and get nothing.
+   */
+  allowCids: readonly number[] | 'any';
+  /**
+   * A connection is closed this long after it was accepted, answered or not, so a client that
+   * stops reading (or a slow provider) does not hold a descriptor (default 5000 ms).
+   */
+  connectionTimeoutMs?: number;
   /** vsock transport (kernel or emulation); default the vsock package's default. */
   transport?: VsockTransport;
   /** Region to hand to the enclave with the credentials. */
@@ -47,6 +60,7 @@ export interface CredentialsRelayOptions {
    * enclave never waits on IMDS; this is the shortest gap between background fetches (default 10 s).
    */
   minRefreshIntervalMs?: number;
+  /** Logs every hand-out (info), refusal and timeout (warn) with the peer as `vm(16):1234`. */
   logger?: KmsLogger;
 }
 
@@ -56,10 +70,41 @@ export interface CredentialsRelay {
   readonly server: VsockServer;
   /** How many connections were answered with credentials. */
   readonly served: number;
+  /** How many connections were refused because their peer CID is not allowed. */
+  readonly refused: number;
+  /** How many connections were closed by `connectionTimeoutMs`. */
+  readonly timedOut: number;
+  /** Stops listening and closes the connections still open. */
   close(): Promise<void>;
 }
 
 const silent: KmsLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+function invalid(message: string): KmsError {
+  return new KmsError('ERR_KMS_INVALID_ARGUMENT', message);
+}
+
+function checkAllowCids(value: unknown): ReadonlySet<number> | 'any' {
+  if (value === 'any') return 'any';
+  if (!Array.isArray(value)) {
+    throw invalid(
+      `allowCids is ${value === undefined ? 'missing' : JSON.stringify(value)}: pass the CIDs of the enclaves that may fetch credentials (nitro-cli run-enclave --enclave-cid), or 'any' to serve every peer.`,
+    );
+  }
+  if (value.length === 0) {
+    throw invalid(
+      "allowCids is empty: nobody could fetch credentials; pass the enclave CIDs, or 'any' to serve every peer.",
+    );
+  }
+  for (const [i, cid] of value.entries()) {
+    if (!Number.isInteger(cid) || cid < 0 || cid >= CID_ANY) {
+      throw invalid(
+        `allowCids[${i}] is ${JSON.stringify(cid)}: a peer CID is an integer from 0 to ${CID_ANY - 1} (for every peer pass allowCids: 'any').`,
+      );
+    }
+  }
+  return new Set(value as number[]);
+}
 
 /** Serves credentials from `provider` over vsock, one JSON object per connection. */
 export async function createCredentialsRelay(
@@ -67,9 +112,13 @@ export async function createCredentialsRelay(
 ): Promise<CredentialsRelay> {
   const port = options?.listen?.port;
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) {
-    throw new KmsError(
-      'ERR_KMS_INVALID_ARGUMENT',
-      `listen.port is ${String(port)}: pass a vsock port (u32).`,
+    throw invalid(`listen.port is ${String(port)}: pass a vsock port (u32).`);
+  }
+  const allowed = checkAllowCids(options.allowCids);
+  const timeoutMs = options.connectionTimeoutMs ?? 5000;
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 0x7fffffff) {
+    throw invalid(
+      `connectionTimeoutMs is ${String(timeoutMs)}: pass a whole number of milliseconds from 1 to ${0x7fffffff}.`,
     );
   }
   const provider = options.provider ?? fromNodeProviderChain();
@@ -79,8 +128,11 @@ export async function createCredentialsRelay(
   let pending: Promise<AwsCredentialIdentity> | undefined;
   const minInterval = options.minRefreshIntervalMs ?? 10_000;
   let served = 0;
+  let refused = 0;
+  let timedOut = 0;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  const open = new Set<VsockSocket>();
 
   const schedule = (c: AwsCredentialIdentity | undefined): void => {
     if (timer) clearTimeout(timer);
@@ -135,7 +187,7 @@ export async function createCredentialsRelay(
     }
   };
 
-  const answer = async (socket: VsockSocket): Promise<void> => {
+  const answer = async (socket: VsockSocket, peer: string): Promise<void> => {
     let body: RelayedCredentials | RelayedError;
     try {
       const c = await current();
@@ -143,9 +195,8 @@ export async function createCredentialsRelay(
       if (c.sessionToken) body.SessionToken = c.sessionToken;
       if (c.expiration) body.Expiration = c.expiration.toISOString();
       if (options.region) body.Region = options.region;
-      served++;
     } catch (err) {
-      logger.error({ err }, 'kms: credentials provider failed');
+      logger.error({ err, peer }, 'kms: credentials provider failed');
       body = {
         Version: 1,
         Error: {
@@ -154,15 +205,57 @@ export async function createCredentialsRelay(
         },
       };
     }
+    if (socket.destroyed) return; // timed out or closed meanwhile: nothing was handed out
     socket.end(`${JSON.stringify(body)}\n`);
+    if ('AccessKeyId' in body) {
+      served++;
+      logger.info(
+        { peer, accessKeyId: body.AccessKeyId, expiration: body.Expiration },
+        'kms: credentials handed out',
+      );
+    }
   };
 
   const server = createServer(
     options.transport ? { transport: options.transport } : {},
     (socket) => {
-      socket.on('error', (err) => logger.warn({ err }, 'kms: credentials relay connection failed'));
-      socket.resume();
-      void answer(socket);
+      const cid = socket.remoteCid;
+      const peer = socket.remoteVsockAddress ?? `an unknown peer (cid ${String(cid)})`;
+      open.add(socket);
+      const deadline = setTimeout(() => {
+        timedOut++;
+        logger.warn(
+          { peer, timeoutMs },
+          'kms: credentials relay connection closed: still open after connectionTimeoutMs',
+        );
+        socket.destroy();
+      }, timeoutMs);
+      deadline.unref();
+      socket.once('close', () => {
+        clearTimeout(deadline);
+        open.delete(socket);
+      });
+      socket.on('error', (err) =>
+        logger.warn({ err, peer }, 'kms: credentials relay connection failed'),
+      );
+      socket.resume(); // the protocol has no request: whatever the peer sends is discarded
+      if (allowed !== 'any' && (cid === undefined || !allowed.has(cid))) {
+        refused++;
+        logger.warn(
+          { peer, allowCids: [...allowed] },
+          'kms: credentials refused: the peer CID is not in the allow list',
+        );
+        const body: RelayedError = {
+          Version: 1,
+          Error: {
+            Code: 'PeerNotAllowed',
+            Message: `${peer} may not fetch credentials: CID ${String(cid)} is not in this relay's allow list (ee-parent credentials-relay --enclave-cid).`,
+          },
+        };
+        socket.end(`${JSON.stringify(body)}\n`);
+        return;
+      }
+      void answer(socket, peer);
     },
   );
   const cid = options.listen.cid;
@@ -176,17 +269,28 @@ export async function createCredentialsRelay(
   server.on('error', (err) => logger.error({ err }, 'kms: credentials relay server error'));
   const addr = server.address();
   const address = addr ? formatVsockAddress(addr) : `vsock port ${port}`;
-  logger.info({ address }, 'kms: credentials relay listening');
+  logger.info(
+    { address, allowCids: allowed === 'any' ? 'any' : [...allowed], timeoutMs },
+    'kms: credentials relay listening',
+  );
   return {
     address,
     server,
     get served() {
       return served;
     },
+    get refused() {
+      return refused;
+    },
+    get timedOut() {
+      return timedOut;
+    },
     close: () => {
       closed = true;
       if (timer) clearTimeout(timer);
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      const done = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of open) s.destroy();
+      return done;
     },
   };
 }
@@ -285,7 +389,7 @@ export function fromParentInstance(
     }
     if (body?.Error) {
       throw credentialsError(
-        `the parent at ${address} could not get credentials: ${body.Error.Code}: ${body.Error.Message}`,
+        `the credentials relay at ${address} answered ${body.Error.Code}: ${body.Error.Message}`,
         undefined,
         address,
       );

@@ -86,6 +86,7 @@ describe.skipIf(!inVm)('attested KMS over real AF_VSOCK', () => {
     relay = await createCredentialsRelay({
       provider: async () => ({ ...CREDS, expiration: new Date(Date.now() + 3600_000) }),
       listen: { port: RELAY_PORT },
+      allowCids: [CID_LOCAL], // the test dials over vsock loopback: the peer is local(1)
       transport: kernelTransport,
     });
   });
