@@ -1,8 +1,17 @@
 // The local KMS through the real @aws-sdk/client-kms over HTTP: nothing stubbed in between.
 import { execFileSync } from 'node:child_process';
-import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
+import {
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  sign,
+  verify,
+} from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { Agent } from 'node:https';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -21,6 +30,7 @@ import {
   ScheduleKeyDeletionCommand,
 } from '@aws-sdk/client-kms';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalKms, type LocalKms } from '../src/local/index.js';
 
@@ -49,6 +59,49 @@ async function refusal(
     return { name: e.name, message: e.message, status: e.$metadata?.httpStatusCode };
   }
   throw new Error('expected the request to be refused');
+}
+
+/** SHA-256 / HMAC for @smithy/signature-v4 (the SDK's signer) over node:crypto. */
+class Sha256 {
+  private h;
+  constructor(private readonly secret?: string | Uint8Array) {
+    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', secret);
+  }
+  update(d: string | Uint8Array): void {
+    this.h.update(d);
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.h.digest());
+  }
+  reset(): void {
+    this.h = this.secret === undefined ? createHash('sha256') : createHmac('sha256', this.secret);
+  }
+}
+
+/** One raw HTTP request to the local KMS with exactly these headers. */
+function rawPost(
+  headers: Record<string, string>,
+  body: string | Buffer,
+): Promise<{ status: number; json: { __type?: string; message?: string; [k: string]: unknown } }> {
+  const url = new URL(endpoint);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, method: 'POST', path: '/', headers },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            json: JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}'),
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 beforeAll(async () => {
@@ -340,6 +393,64 @@ describe('SigV4 verification', () => {
     expect(skewed.message).toContain('Signature expired');
   });
 
+  it('requires X-Amz-Target among SignedHeaders: a captured DescribeKey cannot be replayed as ScheduleKeyDeletion', async () => {
+    const kc = client();
+    const { KeyMetadata } = await kc.send(new CreateKeyCommand({}));
+    const keyId = KeyMetadata!.KeyId!;
+    const url = new URL(endpoint);
+    const body = JSON.stringify({ KeyId: keyId });
+    const signWith = async (unsigned: string[]) => {
+      const signer = new SignatureV4({
+        service: 'kms',
+        region: 'us-east-1',
+        credentials: CREDS,
+        sha256: Sha256,
+      });
+      const signed = await signer.sign(
+        {
+          method: 'POST',
+          protocol: 'http:',
+          hostname: url.hostname,
+          port: Number(url.port),
+          path: '/',
+          query: {},
+          headers: {
+            host: url.host,
+            'content-type': 'application/x-amz-json-1.1',
+            'x-amz-target': 'TrentService.DescribeKey',
+          },
+          body,
+        },
+        { unsignableHeaders: new Set(unsigned) },
+      );
+      return signed.headers as Record<string, string>;
+    };
+
+    // Control: signed as the SDK does (x-amz-target included), the request is served.
+    const good = await signWith([]);
+    expect(good.authorization).toMatch(/SignedHeaders=[^,]*x-amz-target/);
+    const ok = await rawPost(good, body);
+    expect(ok.status).toBe(200);
+    expect((ok.json.KeyMetadata as { KeyId: string }).KeyId).toBe(keyId);
+
+    // Signed without x-amz-target: refused as a bad signature, as DescribeKey ...
+    const captured = await signWith(['x-amz-target']);
+    expect(captured.authorization).not.toContain('x-amz-target');
+    const asSigned = await rawPost(captured, body);
+    expect(asSigned.status).toBe(400);
+    expect(asSigned.json.__type).toBe('InvalidSignatureException');
+    expect(asSigned.json.message).toContain('X-Amz-Target');
+    // ... and replayed as another operation.
+    const replay = await rawPost(
+      { ...captured, 'x-amz-target': 'TrentService.ScheduleKeyDeletion' },
+      body,
+    );
+    expect(replay.status).toBe(400);
+    expect(replay.json.__type).toBe('InvalidSignatureException');
+    const after = await kc.send(new DescribeKeyCommand({ KeyId: keyId }));
+    expect(after.KeyMetadata?.KeyState).toBe('Enabled');
+  });
+
   it('refuses an unsigned request and a body altered after signing', async () => {
     const res = await fetch(endpoint, {
       method: 'POST',
@@ -368,6 +479,48 @@ describe('SigV4 verification', () => {
     );
     const r = await refusal(kc.send(new GenerateRandomCommand({ NumberOfBytes: 8 })));
     expect(r.name).toBe('InvalidSignatureException');
+  });
+});
+
+describe('request size', () => {
+  it('answers a body over 1 MiB with a 400 ValidationException instead of resetting the connection', async () => {
+    // Through the SDK: a 1 MiB plaintext is 1.33 MiB of JSON.
+    const kc = client();
+    const big = await refusal(
+      kc.send(new EncryptCommand({ KeyId: 'alias/any', Plaintext: Buffer.alloc(1024 * 1024, 7) })),
+    );
+    expect(big.name).toBe('ValidationException');
+    expect(big.status).toBe(400);
+    expect(big.message).toContain('1048576');
+    // Raw: just over the limit, and several MiB, with a keep-alive agent reused afterwards.
+    for (const size of [1024 * 1024 + 1, 5 * 1024 * 1024]) {
+      const r = await rawPost(
+        { 'content-type': 'application/x-amz-json-1.1', 'x-amz-target': 'TrentService.ListKeys' },
+        Buffer.alloc(size, 0x20),
+      );
+      expect(r.status).toBe(400);
+      expect(r.json.__type).toBe('ValidationException');
+    }
+    // A declared length far beyond it: answered at once, then the connection is closed.
+    const url = new URL(endpoint);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const sock = connect({ host: url.hostname, port: Number(url.port) }, () =>
+        sock.write(
+          `POST / HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 1000000000\r\n\r\n{`,
+        ),
+      );
+      let text = '';
+      sock.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
+      sock.on('close', () => resolve(text));
+      sock.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer.toLowerCase()).toContain('connection: close');
+    expect(answer).toContain('"__type":"ValidationException"');
+    // The server still serves normal requests.
+    expect((await kc.send(new ListKeysCommand({}))).Keys?.length).toBeGreaterThan(0);
   });
 });
 

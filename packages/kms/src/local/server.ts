@@ -33,21 +33,51 @@ export interface ServerDeps {
 }
 
 const MAX_BODY = 1024 * 1024;
+/**
+ * An oversized body is read and discarded up to this much, so the client gets its
+ * ValidationException instead of a reset; beyond it the connection is closed after the answer.
+ */
+const MAX_DISCARD = 16 * 1024 * 1024;
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
+function tooLarge(): KmsWireError {
+  return wire(
+    'ValidationException',
+    `Request body is larger than ${MAX_BODY} bytes; KMS requests are at most 1 MiB.`,
+  );
+}
+
+function readBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (declared > MAX_DISCARD) {
+      // Not worth reading: answer now and close the connection after the answer.
+      res.shouldKeepAlive = false;
+      reject(tooLarge());
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = false;
     req.on('data', (c: Buffer) => {
       size += c.length;
+      if (over) {
+        if (size > MAX_DISCARD) {
+          // still sending: answer and close instead of reading on
+          req.pause();
+          res.shouldKeepAlive = false;
+          req.removeAllListeners('data');
+          reject(tooLarge());
+        }
+        return;
+      }
       if (size > MAX_BODY) {
-        reject(wire('ValidationException', `Request body is larger than ${MAX_BODY} bytes.`));
-        req.destroy();
+        over = true; // keep reading, discard, answer at the end
+        chunks.length = 0;
         return;
       }
       chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('end', () => (over ? reject(tooLarge()) : resolve(Buffer.concat(chunks))));
     req.on('error', reject);
   });
 }
@@ -67,8 +97,9 @@ function send(res: ServerResponse, status: number, body: object, errorType?: str
 async function handle(
   deps: ServerDeps,
   req: IncomingMessage,
+  res: ServerResponse,
 ): Promise<{ op: string; out: object }> {
-  const body = await readBody(req);
+  const body = await readBody(req, res);
   if (req.method !== 'POST') {
     throw wire(
       'UnknownOperationException',
@@ -121,7 +152,7 @@ async function handle(
 export function createKmsHttpServer(deps: ServerDeps): Server {
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
     const started = process.hrtime.bigint();
-    handle(deps, req).then(
+    handle(deps, req, res).then(
       ({ op, out }) => {
         send(res, 200, out);
         deps.logger?.debug(

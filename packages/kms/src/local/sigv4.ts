@@ -68,6 +68,13 @@ export interface VerifyOptions {
 const AUTH_RE =
   /^AWS4-HMAC-SHA256 Credential=([^/,\s]+)\/(\d{8})\/([^/,\s]+)\/([^/,\s]+)\/aws4_request,\s*SignedHeaders=([a-z0-9;_.-]+),\s*Signature=([0-9a-f]{64})$/;
 
+/** Headers every KMS request must sign (lower-case name, name as AWS spells it in messages). */
+const REQUIRED_SIGNED: ReadonlyArray<[string, string]> = [
+  ['host', 'Host'],
+  ['x-amz-date', 'X-Amz-Date'],
+  ['x-amz-target', 'X-Amz-Target'],
+];
+
 function header(req: ReceivedRequest, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v.join(',') : v;
@@ -145,8 +152,15 @@ export async function verifySigV4(
     );
   }
   const signed = signedHeaderList.split(';');
-  if (!signed.includes('host') || !signed.includes('x-amz-date')) {
-    throw wire('InvalidSignatureException', 'SignedHeaders must include host and x-amz-date.');
+  // X-Amz-Target names the operation: unsigned, a captured request (DescribeKey) could be
+  // replayed as another one (ScheduleKeyDeletion) with the same signature.
+  for (const [name, shown] of REQUIRED_SIGNED) {
+    if (!signed.includes(name)) {
+      throw wire(
+        'InvalidSignatureException',
+        `'${shown}' must be a 'SignedHeader' in the AWS Authorization (SignedHeaders=${signedHeaderList}); sign it with the request.`,
+      );
+    }
   }
   const token = header(req, 'x-amz-security-token');
   if (cred.sessionToken !== undefined && token !== cred.sessionToken) {
