@@ -5,6 +5,8 @@ import {
   createHmac,
   createPrivateKey,
   createPublicKey,
+  type Hash,
+  type Hmac,
   sign,
   verify,
 } from 'node:crypto';
@@ -31,6 +33,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { SignatureV4 } from '@smithy/signature-v4';
+import type { Checksum, SourceData } from '@smithy/types';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalKms, type LocalKms } from '../src/local/index.js';
 
@@ -62,19 +65,31 @@ async function refusal(
 }
 
 /** SHA-256 / HMAC for @smithy/signature-v4 (the SDK's signer) over node:crypto. */
-class Sha256 {
-  private h;
-  constructor(private readonly secret?: string | Uint8Array) {
-    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', secret);
+class Sha256 implements Checksum {
+  private readonly secret: Buffer | undefined;
+  private h: Hash | Hmac;
+  constructor(secret?: SourceData) {
+    this.secret =
+      secret === undefined
+        ? undefined
+        : typeof secret === 'string'
+          ? Buffer.from(secret)
+          : ArrayBuffer.isView(secret)
+            ? Buffer.from(secret.buffer, secret.byteOffset, secret.byteLength)
+            : Buffer.from(secret);
+    this.h = this.fresh();
   }
-  update(d: string | Uint8Array): void {
+  private fresh(): Hash | Hmac {
+    return this.secret === undefined ? createHash('sha256') : createHmac('sha256', this.secret);
+  }
+  update(d: Uint8Array): void {
     this.h.update(d);
   }
   async digest(): Promise<Uint8Array> {
     return new Uint8Array(this.h.digest());
   }
   reset(): void {
-    this.h = this.secret === undefined ? createHash('sha256') : createHmac('sha256', this.secret);
+    this.h = this.fresh();
   }
 }
 
