@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { version } from '../package.json';
 import { register as registerCredentials } from './commands/credentials.js';
+import { register as registerEnclave } from './commands/enclave.js';
 import { register as registerKmsLocal } from './commands/kms-local.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerVsockProxy } from './commands/vsock-proxy.js';
@@ -24,6 +25,7 @@ registerVsockProxy(program);
 registerRun(program);
 registerKmsLocal(program);
 registerCredentials(program);
+registerEnclave(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };
