@@ -207,6 +207,47 @@ describe('attested requests refused', () => {
     expect(ec.message).toContain('RSA');
   });
 
+  it('a recipient RSA key under 2048 bits (512, 768, 1024): 400 ValidationException, not a 500 or an answer', async () => {
+    for (const bits of [512, 768, 1024]) {
+      const weak = generateKeyPairSync('rsa', { modulusLength: bits }).publicKey.export({
+        format: 'der',
+        type: 'spki',
+      });
+      let err: { name: string; message: string; $metadata?: { httpStatusCode?: number } };
+      try {
+        await kc.send(
+          new DecryptCommand({
+            CiphertextBlob: ciphertext,
+            Recipient: recipient(doc({ publicKey: weak })),
+          }),
+        );
+        throw new Error(`a ${bits}-bit recipient key was accepted`);
+      } catch (e) {
+        err = e as typeof err;
+      }
+      expect(err.name, `${bits} bits`).toBe('ValidationException');
+      expect(err.$metadata?.httpStatusCode).toBe(400);
+      expect(err.message).toContain(`${bits}-bit`);
+      expect(err.message).toContain('2048');
+    }
+    const random = await refusal(
+      kc.send(
+        new GenerateRandomCommand({
+          NumberOfBytes: 16,
+          Recipient: recipient(
+            doc({
+              publicKey: generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({
+                format: 'der',
+                type: 'spki',
+              }),
+            }),
+          ),
+        }),
+      ),
+    );
+    expect(random.name).toBe('ValidationException');
+  });
+
   it('unsupported key encryption algorithm: ValidationException', async () => {
     const r = await refusal(
       kc.send(

@@ -13,6 +13,9 @@ import { wire } from './wire-error.js';
 
 export type RecipientRoots = RootCertificate[];
 
+/** Smallest recipient RSA modulus accepted (smaller keys are weak, and under ~600 bits cannot even hold an OAEP-SHA-256 wrapped key). */
+const MIN_RECIPIENT_BITS = 2048;
+
 export function makeRecipientVerifier(opts: {
   roots: RecipientRoots | undefined;
   maxAgeMs: number;
@@ -52,14 +55,22 @@ export function makeRecipientVerifier(opts: {
         'Recipient.AttestationDocument has no public_key: request the document with the RSA public key (DER SPKI) the answer must be encrypted to.',
       );
     }
+    let bits: number | undefined;
     try {
       const key = createPublicKey({ key: Buffer.from(publicKey), format: 'der', type: 'spki' });
       if (key.asymmetricKeyType !== 'rsa') throw new Error(`${key.asymmetricKeyType} key`);
+      bits = key.asymmetricKeyDetails?.modulusLength;
     } catch (err) {
       throw wire(
         'ValidationException',
         `Recipient.AttestationDocument public_key is not a DER SubjectPublicKeyInfo of an RSA key (${(err as Error).message}); RSAES_OAEP_SHA_256 needs RSA.`,
         err,
+      );
+    }
+    if (bits === undefined || bits < MIN_RECIPIENT_BITS) {
+      throw wire(
+        'ValidationException',
+        `Recipient.AttestationDocument public_key is a ${bits ?? 'unknown'}-bit RSA key; the recipient key must be RSA of at least ${MIN_RECIPIENT_BITS} bits (AWS's SDK uses RSA-2048).`,
       );
     }
     return { publicKey, pcrs: verified.pcrs };
