@@ -1,0 +1,19 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig([
+  {
+    entry: ['src/index.ts'],
+    format: ['esm', 'cjs'],
+    dts: true,
+    target: 'node20',
+    clean: true,
+    sourcemap: true,
+  },
+  {
+    entry: ['src/cli.ts'],
+    format: ['esm'],
+    target: 'node20',
+    clean: false,
+    sourcemap: true,
+  },
+]);
