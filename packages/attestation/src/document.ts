@@ -115,7 +115,51 @@ export function parseDocument(input: Uint8Array | ArrayBuffer | string): Attesta
   }
 }
 
-function parse(input: Uint8Array | ArrayBuffer | string): AttestationDocument {
+/**
+ * A document from QEMU's emulated NSM (the `nitro-enclave` machine's virtio-nsm): COSE alg -1,
+ * 64 zero bytes as signature, certificate and cabundle. Nothing in it is authenticated.
+ */
+export type UnsignedQemuDocument = Omit<AttestationDocument, 'alg'> & { alg: 'unsigned-qemu' };
+
+/**
+ * INSECURE, for local development only: parses a document from QEMU's emulated NSM, which is not
+ * signed (protected header exactly `{1: -1}`, signature 64 zero bytes) and so proves nothing
+ * about where it came from. Its payload gets the same structural checks as {@link parseDocument};
+ * a document in any other shape is refused. `parseDocument` / `verifyDocument` never accept one.
+ */
+export function parseUnsignedQemuDocument(
+  input: Uint8Array | ArrayBuffer | string,
+): UnsignedQemuDocument {
+  try {
+    return parse(input, true) as unknown as UnsignedQemuDocument;
+  } catch (err) {
+    throw wrapError(
+      err,
+      'ERR_ATTESTATION_INTERNAL',
+      'document: unexpected failure while parsing (please report it)',
+      'document',
+    );
+  }
+}
+
+function unsignedQemuHeader(protectedBytes: Uint8Array, signature: Uint8Array): void {
+  const hdr = decodeCbor(protectedBytes, 'protected');
+  if (!(hdr instanceof Map) || hdr.size !== 1 || hdr.get(1) !== -1) {
+    throw new AttestationError(
+      'ERR_ATTESTATION_UNSUPPORTED_ALG',
+      'protected: not an unsigned QEMU document (its protected header is exactly {1: -1})',
+      { field: 'protected.alg' },
+    );
+  }
+  if (signature.length !== 64 || signature.some((b) => b !== 0)) {
+    throw structure('signature', 'not an unsigned QEMU document (its signature is 64 zero bytes)');
+  }
+}
+
+function parse(
+  input: Uint8Array | ArrayBuffer | string,
+  unsignedQemu = false,
+): AttestationDocument {
   const bytes = documentBytes(input);
   if (bytes.length > MAX_DOCUMENT_BYTES) {
     throw size('document', `${bytes.length} bytes exceeds the ${MAX_DOCUMENT_BYTES}-byte limit`);
@@ -140,7 +184,13 @@ function parse(input: Uint8Array | ArrayBuffer | string): AttestationDocument {
   }
   const payload = bstr(top[2], 'payload');
   const signature = bstr(top[3], 'signature');
-  const alg = algFromProtected(protectedBytes);
+  let alg: CoseAlgorithm;
+  if (unsignedQemu) {
+    unsignedQemuHeader(protectedBytes, signature);
+    alg = 'unsigned-qemu' as CoseAlgorithm;
+  } else {
+    alg = algFromProtected(protectedBytes);
+  }
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw size('payload', `${payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte limit`);
   }

@@ -6,6 +6,8 @@ export {
   MAX_PAYLOAD_BYTES,
   type PcrDigest,
   parseDocument,
+  parseUnsignedQemuDocument,
+  type UnsignedQemuDocument,
 } from './document.js';
 export { decodeDocumentInput, derToPem, pemToDer, toHex } from './encoding.js';
 export {

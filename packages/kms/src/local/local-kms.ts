@@ -25,6 +25,14 @@ export interface LocalKmsOptions {
   attestationMaxAgeMs?: number;
   /** Accept debug-mode enclave documents (PCR0-2 all zero); default false. */
   allowDebugEnclaves?: boolean;
+  /**
+   * INSECURE, local development only; default false. Also accept the UNSIGNED attestation
+   * documents of QEMU's `nitro-enclave` machine (COSE alg -1, no AWS certificate chain), so an
+   * EIF booted locally (@enclave-extras/local-enclave) can use attested calls. Nothing
+   * authenticates such a document: anyone who reaches this KMS can claim any PCRs. Each accepted
+   * document is logged as a warning. Never set it for a KMS holding real secrets.
+   */
+  insecureAcceptUnsignedQemuAttestation?: boolean;
   /** Serve HTTPS with this key and certificate (PEM) instead of HTTP. */
   tls?: { key: string | Buffer; cert: string | Buffer };
   logger?: LocalKmsLogger;
@@ -114,6 +122,12 @@ export async function createLocalKms(options: LocalKmsOptions): Promise<LocalKms
       roots: options.roots,
       maxAgeMs: options.attestationMaxAgeMs ?? 5 * 60_000,
       allowDebug: options.allowDebugEnclaves ?? false,
+      insecureAcceptUnsignedQemuAttestation: options.insecureAcceptUnsignedQemuAttestation === true,
+      onUnsignedAccepted: (pcr0) =>
+        options.logger?.warn(
+          { pcr0 },
+          'INSECURE: accepted an UNSIGNED QEMU attestation document (insecureAcceptUnsignedQemuAttestation)',
+        ),
     }),
     encryptForRecipient: makeRecipientEncryptor(),
   });
@@ -144,6 +158,12 @@ export async function createLocalKms(options: LocalKmsOptions): Promise<LocalKms
           server.off('error', onError);
           endpoint = endpointOf(server, tls !== undefined);
           options.logger?.info({ endpoint }, 'local KMS listening');
+          if (options.insecureAcceptUnsignedQemuAttestation === true) {
+            options.logger?.warn(
+              { endpoint },
+              'INSECURE DEVELOPMENT MODE: this local KMS accepts UNSIGNED QEMU attestation documents (insecureAcceptUnsignedQemuAttestation); any client can claim any PCRs',
+            );
+          }
           resolve(endpoint);
         });
       });
