@@ -11,7 +11,7 @@ import {
   verify,
 } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -494,6 +494,46 @@ describe('SigV4 verification', () => {
     );
     const r = await refusal(kc.send(new GenerateRandomCommand({ NumberOfBytes: 8 })));
     expect(r.name).toBe('InvalidSignatureException');
+  });
+});
+
+describe('other clients while a key pair is generated', () => {
+  it('answers a ListKeys sent while an RSA-4096 data key pair is being generated before that pair', async () => {
+    const kc = client();
+    const { KeyMetadata } = await kc.send(new CreateKeyCommand({}));
+    const order: string[] = [];
+    let listed: Promise<unknown> | undefined;
+    // The moment the server has the GenerateDataKeyPair request, another client asks ListKeys.
+    const onRequest = (req: IncomingMessage) => {
+      if (req.headers['x-amz-target'] === 'TrentService.GenerateDataKeyPair' && !listed) {
+        listed = client()
+          .send(new ListKeysCommand({}))
+          .then((out) => {
+            order.push('ListKeys');
+            return out;
+          });
+      }
+    };
+    kms.server.on('request', onRequest);
+    try {
+      const pair = await kc.send(
+        new GenerateDataKeyPairCommand({ KeyId: KeyMetadata!.KeyId, KeyPairSpec: 'RSA_4096' }),
+      );
+      order.push('GenerateDataKeyPair');
+      expect(listed).toBeDefined();
+      const keys = (await listed) as { Keys?: unknown[] };
+      expect(keys.Keys?.length).toBeGreaterThan(0);
+      // With a synchronous generation the server could not read ListKeys until the pair was done.
+      expect(order).toEqual(['ListKeys', 'GenerateDataKeyPair']);
+      const pub = createPublicKey({
+        key: Buffer.from(pair.PublicKey!),
+        format: 'der',
+        type: 'spki',
+      });
+      expect(pub.asymmetricKeyDetails?.modulusLength).toBe(4096);
+    } finally {
+      kms.server.off('request', onRequest);
+    }
   });
 });
 

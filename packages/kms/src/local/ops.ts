@@ -1,6 +1,6 @@
 // The KMS operations. Each takes the parsed JSON input and returns the JSON output, or
 // throws a KmsWireError. Blobs travel base64-encoded, as in the JSON 1.1 protocol.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPair, randomBytes } from 'node:crypto';
 import { blobKeyId, type EncryptionContext, openBlob, sealBlob } from './blob.js';
 import {
   authorize,
@@ -229,7 +229,9 @@ function dataKeyBytes(input: Json): number {
   return n!;
 }
 
-const KEY_PAIRS: Record<string, () => { publicKey: Buffer; privateKey: Buffer }> = {
+type KeyPairDer = { publicKey: Buffer; privateKey: Buffer };
+
+const KEY_PAIRS: Record<string, () => Promise<KeyPairDer>> = {
   RSA_2048: () => rsa(2048),
   RSA_3072: () => rsa(3072),
   RSA_4096: () => rsa(4096),
@@ -239,20 +241,34 @@ const KEY_PAIRS: Record<string, () => { publicKey: Buffer; privateKey: Buffer }>
   ECC_SECG_P256K1: () => ec('secp256k1'),
 };
 
-function rsa(modulusLength: number) {
-  return generateKeyPairSync('rsa', {
-    modulusLength,
-    publicKeyEncoding: { type: 'spki', format: 'der' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
-  });
+// Generated on libuv's thread pool: an RSA-4096 pair takes up to seconds and must not stall
+// the requests of other clients.
+function rsa(modulusLength: number): Promise<KeyPairDer> {
+  return new Promise((resolve, reject) =>
+    generateKeyPair(
+      'rsa',
+      {
+        modulusLength,
+        publicKeyEncoding: { type: 'spki', format: 'der' },
+        privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+      },
+      (err, publicKey, privateKey) => (err ? reject(err) : resolve({ publicKey, privateKey })),
+    ),
+  );
 }
 
-function ec(namedCurve: string) {
-  return generateKeyPairSync('ec', {
-    namedCurve,
-    publicKeyEncoding: { type: 'spki', format: 'der' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
-  });
+function ec(namedCurve: string): Promise<KeyPairDer> {
+  return new Promise((resolve, reject) =>
+    generateKeyPair(
+      'ec',
+      {
+        namedCurve,
+        publicKeyEncoding: { type: 'spki', format: 'der' },
+        privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+      },
+      (err, publicKey, privateKey) => (err ? reject(err) : resolve({ publicKey, privateKey })),
+    ),
+  );
 }
 
 export const OPERATIONS: Record<string, (env: OpEnv, input: Json) => Promise<Json>> = {
@@ -464,7 +480,7 @@ async function dataKeyPair(
   const rec = withPlaintext ? await recipient(env, input, ctx) : undefined;
   authorize(policyOf(key), ctx, key.arn);
   usable(key);
-  const pair = gen();
+  const pair = await gen();
   const out: Json = {
     PrivateKeyCiphertextBlob: b64(sealBlob(key.keyId, material(key), pair.privateKey, ec)),
     PublicKey: b64(pair.publicKey),
