@@ -1,4 +1,5 @@
 // Shared flag handling of ee-parent commands: logger, vsock emulation dir, exit codes.
+import { strictPort } from '@enclave-extras/proxy';
 import type { Command } from 'commander';
 import pino from 'pino';
 
@@ -45,10 +46,14 @@ export function exitWithError(err: unknown, log?: pino.Logger): never {
   process.exit(code && USAGE_CODES.has(code) ? 2 : 1);
 }
 
-/** Parses a decimal integer flag/argument in [min, max], else a UsageError naming it. */
+/**
+ * Parses a decimal integer flag/argument (ports, CIDs, counts, ms) in [min, max] with the one strict
+ * port parser (`1e3`, `0x50`, `' '` and `''` are refused), else a UsageError naming it.
+ */
 export function intArg(name: string, value: string, min: number, max: number): number {
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new UsageError(`${name} "${value}" must be an integer from ${min} to ${max}.`);
+  const n = strictPort(value, max, min);
+  if (n === undefined) {
+    throw new UsageError(`${name} "${value}" must be a decimal integer from ${min} to ${max}.`);
   }
-  return Number(value);
+  return n;
 }

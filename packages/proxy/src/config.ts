@@ -1,9 +1,19 @@
 import { readFile } from 'node:fs/promises';
-import { type Document, isMap, isPair, isScalar, LineCounter, parseDocument } from 'yaml';
+import {
+  type Document,
+  isMap,
+  isPair,
+  isScalar,
+  LineCounter,
+  parseDocument,
+  type Tags,
+  visit,
+} from 'yaml';
 import { z } from 'zod';
 import { type Endpoint, parseEndpoint } from './endpoint.js';
 import { errorMessage, ProxyError } from './errors.js';
 import { Policy, type PolicyConfig } from './policy.js';
+import { strictPort } from './port.js';
 
 export interface ConfigIssue {
   /** Key path like `routes[0].listen`. */
@@ -50,6 +60,25 @@ function locate(
   return { line: 1, col: 1 };
 }
 
+/** Expanded alias nodes a config may contain; more is a resource-exhaustion attack (billion laughs). */
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * YAML 1.2 core schema minus the number spellings nobody means in a config: `0x50`, `0o120`, `1e3`,
+ * `.inf` and `.nan` stay strings, so a port or limit written that way is refused by the schema
+ * (with its line and column) instead of silently read as 80 or 1000.
+ */
+function decimalNumbersOnly(tags: Tags): Tags {
+  return tags.filter((t) => {
+    if (typeof t === 'string') return true;
+    if (t.tag === 'tag:yaml.org,2002:int') return t.format === undefined;
+    if (t.tag === 'tag:yaml.org,2002:float') {
+      return t.format === undefined && !('test' in t && /inf/.test(String(t.test)));
+    }
+    return true;
+  });
+}
+
 /**
  * Parses YAML `text` and validates it with `schema`. Errors: ProxyError ERR_CONFIG_INVALID whose
  * message lists `file:line:col: key.path: problem` for every issue (also in `details.issues`).
@@ -60,7 +89,12 @@ export function parseConfig<S extends z.ZodType>(
   filename = '<config>',
 ): z.output<S> {
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, {
+    lineCounter: lc,
+    prettyErrors: false,
+    uniqueKeys: true,
+    customTags: decimalNumbersOnly,
+  });
   if (doc.errors.length > 0) {
     const issues: ConfigIssue[] = doc.errors.map((e) => {
       const p = lc.linePos(e.pos[0]);
@@ -73,7 +107,21 @@ export function parseConfig<S extends z.ZodType>(
     });
     throw configError(filename, issues, doc.errors[0]);
   }
-  const data: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {};
+  } catch (err) {
+    // yaml refuses documents whose aliases expand too much (billion laughs): point at the first alias.
+    let pos = { line: 1, col: 1 };
+    visit(doc, {
+      Alias(_key, node) {
+        if (node.range) pos = lc.linePos(node.range[0]);
+        return visit.BREAK;
+      },
+    });
+    const message = `${errorMessage(err)}: the aliases (*name) expand to too many nodes; write the values out or use fewer aliases`;
+    throw configError(filename, [{ path: '(yaml)', ...pos, message }], err);
+  }
   const r = schema.safeParse(data);
   if (r.success) return r.data;
   const issues: ConfigIssue[] = r.error.issues.flatMap((issue) => {
@@ -188,13 +236,79 @@ export const policySchema = z
     }
   });
 
-/** AWS vsock-proxy's allowlist file: `allowlist: [{address, port}]`. */
-export const awsAllowlistSchema = z.object({
+/** A TCP port 1-65535 written in decimal (see strictPort). */
+export const portSchema = z.unknown().transform((v, ctx): number => {
+  const n = strictPort(v, 65535, 1);
+  if (n === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `port ${JSON.stringify(v)} is not a TCP port: write a decimal integer from 1 to 65535`,
+    });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/**
+ * AWS vsock-proxy's allowlist file: `allowlist: [{address, port}]`. Unknown keys are refused, and
+ * every address must be a host name, IP address or CIDR (no port inside it).
+ */
+export const awsAllowlistSchema = z.strictObject({
   allowlist: z
-    .array(z.object({ address: z.string().min(1), port: z.number().int().min(1).max(65535) }))
+    .array(
+      z.strictObject({
+        address: z
+          .string()
+          .min(1)
+          .superRefine((address, ctx) => {
+            try {
+              new Policy({ allow: [{ address }] });
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+            }
+          }),
+        port: portSchema,
+      }),
+    )
     .nullable()
     .default([]),
 });
+
+/**
+ * Adds an issue at `[...path, 'name']` for every entry whose name an earlier entry already uses:
+ * routes and gateways share one name space (metrics, logs, reloads). Pass a gateway without
+ * `name` with its default name (`egress`).
+ */
+export function checkUniqueNames(
+  ctx: z.RefinementCtx,
+  entries: ReadonlyArray<{ path: ReadonlyArray<string | number>; name: string }>,
+): void {
+  const seen = new Map<string, string>();
+  for (const e of entries) {
+    const where = e.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('');
+    const first = seen.get(e.name);
+    if (first === undefined) {
+      seen.set(e.name, where.replace(/^\./, ''));
+      continue;
+    }
+    ctx.addIssue({
+      code: 'custom',
+      path: [...e.path, 'name'],
+      message: `name "${e.name}" is already used by ${first}; every route and gateway needs a unique name (a gateway without "name" is called "egress")`,
+    });
+  }
+}
+
+/** Route and gateway names of a config, in file order, for checkUniqueNames. */
+export function namedEntries(config: {
+  routes?: ReadonlyArray<{ name: string }>;
+  egressGateway?: { name: string } | undefined;
+}): Array<{ path: Array<string | number>; name: string }> {
+  return [
+    ...(config.egressGateway ? [{ path: ['egressGateway'], name: config.egressGateway.name }] : []),
+    ...(config.routes ?? []).map((r, i) => ({ path: ['routes', i], name: r.name })),
+  ];
+}
 
 const routeLimits = {
   connectTimeoutMs: ms.optional(),
@@ -202,17 +316,29 @@ const routeLimits = {
   maxConnections: z.number().int().min(1).optional(),
 };
 
+/** A policy decides on host/IP and port, so only a `tcp:` dial can honour it: refuse it elsewhere. */
+function policyNeedsTcpDial(r: { dial: Endpoint; policy?: unknown }, ctx: z.RefinementCtx): void {
+  if (r.policy === undefined || r.dial.kind === 'tcp') return;
+  ctx.addIssue({
+    code: 'custom',
+    path: ['policy'],
+    message: `a policy applies to tcp: dial targets only, and this route dials ${r.dial.kind}:; remove "policy" or dial a tcp:HOST:PORT`,
+  });
+}
+
 /** One forwarding route. */
-export const routeSchema = z.strictObject({
-  name: z.string().min(1),
-  listen: endpointSchema,
-  dial: endpointSchema,
-  ...routeLimits,
-  dialRetries: dialRetriesSchema.optional(),
-  policy: policySchema.optional(),
-  /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511. */
-  backlog: z.number().int().min(1).max(65535).optional(),
-});
+export const routeSchema = z
+  .strictObject({
+    name: z.string().min(1),
+    listen: endpointSchema,
+    dial: endpointSchema,
+    ...routeLimits,
+    dialRetries: dialRetriesSchema.optional(),
+    policy: policySchema.optional(),
+    /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511. */
+    backlog: z.number().int().min(1).max(65535).optional(),
+  })
+  .superRefine(policyNeedsTcpDial);
 
 /** The enclave half of the egress gateway: local HTTP CONNECT, plain-HTTP proxy and SOCKS5 listener, parent over vsock. */
 export const egressGatewaySchema = z.strictObject({

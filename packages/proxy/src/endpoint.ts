@@ -1,5 +1,6 @@
 import { ProxyError } from './errors.js';
 import { formatIp, parseIp } from './ip.js';
+import { strictPort } from './port.js';
 
 export interface TcpEndpoint {
   kind: 'tcp';
@@ -31,9 +32,9 @@ function bad(input: string, why: string): ProxyError {
 }
 
 function parsePort(input: string, s: string, max: number, what: string): number {
-  if (!/^\d+$/.test(s)) throw bad(input, `${what} "${s}" is not a number`);
-  const n = Number(s);
-  if (n < 0 || n > max) throw bad(input, `${what} ${s} is out of range 0-${max}`);
+  if (!/^\d+$/.test(s)) throw bad(input, `${what} "${s}" is not a decimal number`);
+  const n = strictPort(s, max);
+  if (n === undefined) throw bad(input, `${what} ${s} is out of range 0-${max}`);
   return n;
 }
 

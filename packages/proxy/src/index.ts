@@ -1,6 +1,7 @@
 export {
   awsAllowlistSchema,
   type ConfigIssue,
+  checkUniqueNames,
   dialRetriesSchema,
   type EgressGatewayConfig,
   type EgressGatewayServerConfig,
@@ -8,9 +9,11 @@ export {
   egressGatewayServerSchema,
   endpointSchema,
   loadConfigFile,
+  namedEntries,
   parseConfig,
   policyRuleSchema,
   policySchema,
+  portSchema,
   type RouteConfig,
   routeSchema,
 } from './config.js';
@@ -52,6 +55,7 @@ export {
   type PolicyRuleObject,
   type PortSet,
 } from './policy.js';
+export { strictPort } from './port.js';
 export {
   createResolver,
   getaddrinfoLookup,

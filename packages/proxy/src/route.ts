@@ -149,6 +149,12 @@ export class Route {
       this.dialer = options.dialer;
     } else if (options.dial !== undefined) {
       const target = toEndpoint(options.dial);
+      if (options.policy !== undefined && target.kind !== 'tcp') {
+        throw new ProxyError(
+          'ERR_PROXY_BAD_OPTION',
+          `Route "${this.name}" has a policy but dials ${describeEndpoint(target)}: a policy applies to tcp: dial targets only. Remove the policy or dial a TCP address.`,
+        );
+      }
       const policy =
         options.policy === undefined
           ? undefined

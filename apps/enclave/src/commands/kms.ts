@@ -23,7 +23,7 @@ import {
   recipientAttestationPolicy,
 } from '@enclave-extras/kms';
 import type { NsmClient } from '@enclave-extras/nsm';
-import { httpConnectDialer } from '@enclave-extras/proxy';
+import { httpConnectDialer, strictPort } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
 import { collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
 
@@ -115,9 +115,12 @@ async function client(
   const config: KMSClientConfig = { region: flags.region, maxAttempts: 2 };
   if (flags.endpoint) config.endpoint = flags.endpoint;
   if (flags.credentials.startsWith('parent:')) {
-    const port = Number(flags.credentials.slice('parent:'.length));
-    if (!Number.isInteger(port) || port < 0)
-      usage(cmd, `kms: --credentials ${flags.credentials} must be parent:PORT`);
+    const port = strictPort(flags.credentials.slice('parent:'.length), 0xffffffff);
+    if (port === undefined)
+      usage(
+        cmd,
+        `kms: --credentials ${flags.credentials} must be parent:PORT (vsock port, decimal)`,
+      );
     config.credentials = fromParentInstance({ port });
   } else if (flags.credentials !== 'env') {
     usage(cmd, `kms: --credentials ${flags.credentials} must be env or parent:PORT`);
@@ -215,7 +218,7 @@ function intFlag(
   max: number,
 ): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
+  const n = /^[0-9]{1,16}$/.test(v) ? Number(v) : Number.NaN;
   if (!Number.isInteger(n) || n < min || n > max)
     usage(cmd, `kms: ${flag} ${v} must be an integer ${min}..${max}`);
   return n;

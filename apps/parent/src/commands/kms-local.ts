@@ -1,13 +1,15 @@
 // ee-parent kms-local: serves the local attested KMS (@enclave-extras/kms/local) for
 // development and tests, from flags or a YAML file (flags win). Prints
 // `kms-local listening on <endpoint>` on stdout once ready.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createLocalKms, type LocalKmsCredential } from '@enclave-extras/kms/local';
-import { loadConfigFile } from '@enclave-extras/proxy';
+import { loadConfigFile, strictPort } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
 import pino from 'pino';
 import { z } from 'zod';
+import { LOG_LEVELS } from '../common.js';
 
 /** kms-local.yaml; relative paths are relative to the file. */
 export const kmsLocalConfigSchema = z.strictObject({
@@ -59,8 +61,31 @@ interface KmsLocalFlags {
   logLevel: string;
 }
 
-function usage(cmd: Command, message: string): never {
-  return cmd.error(`ee-parent kms-local: ${message}`, { exitCode: 2, code: 'ERR_USAGE' });
+function usage(cmd: Command, message: string, code = 'ERR_USAGE'): never {
+  return cmd.error(`ee-parent kms-local: ${code}: ${message}`, { exitCode: 2, code });
+}
+
+/** Every block of a --root-pem file must be an X.509 certificate, and there must be one. */
+function checkRootPem(cmd: Command, path: string, text: string): string {
+  const blocks = text.match(/-----BEGIN [^-]+-----[\s\S]*?-----END [^-]+-----/g) ?? [];
+  if (blocks.length === 0) {
+    usage(
+      cmd,
+      `--root-pem ${path} holds no PEM block: give the attestation root certificate (-----BEGIN CERTIFICATE-----, e.g. nsm-simulator --print-root)`,
+    );
+  }
+  for (const b of blocks) {
+    try {
+      if (!b.startsWith('-----BEGIN CERTIFICATE-----')) throw new Error(b.split('\n', 1)[0]);
+      new X509Certificate(b);
+    } catch (err) {
+      usage(
+        cmd,
+        `--root-pem ${path} is not a certificate (${(err as Error).message}): give the attestation root certificate in PEM`,
+      );
+    }
+  }
+  return text;
 }
 
 function readFileFor(cmd: Command, what: string, path: string): string {
@@ -136,7 +161,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 
           file = await loadConfigFile(flags.config, kmsLocalConfigSchema);
         } catch (err) {
           const e = err as { code?: string; message?: string };
-          usage(cmd, `${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`);
+          usage(cmd, e.message ?? String(err), e.code ?? 'ERR_CONFIG_INVALID');
         }
         base = dirname(resolve(flags.config));
       }
@@ -153,9 +178,12 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 
           cmd,
           '--data-dir (or dataDir in --config) is required: the directory the keys persist in',
         );
-      const port = Number(pick('port', flags.port, file?.listen.port.toString()));
-      if (!Number.isInteger(port) || port < 0 || port > 65535) {
-        usage(cmd, `--port ${flags.port} is not a TCP port (0-65535)`);
+      if (!(LOG_LEVELS as ReadonlyArray<string>).includes(flags.logLevel)) {
+        usage(cmd, `--log-level "${flags.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+      }
+      const port = strictPort(pick('port', flags.port, file?.listen.port.toString()));
+      if (port === undefined) {
+        usage(cmd, `--port "${flags.port}" is not a TCP port: write a decimal integer 0-65535`);
       }
       const host = pick('host', flags.host, file?.listen.host);
       const maxAge = Number(
@@ -191,7 +219,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 
         usage(cmd, '--tls-key and --tls-cert go together');
       }
       const rootFiles = [...(file?.roots ?? []).map((r) => resolve(base, r)), ...flags.rootPem];
-      const roots = rootFiles.map((f) => readFileFor(cmd, '--root-pem', f));
+      const roots = rootFiles.map((f) => checkRootPem(cmd, f, readFileFor(cmd, '--root-pem', f)));
       const tlsFiles =
         flags.tlsKey && flags.tlsCert
           ? { key: flags.tlsKey, cert: flags.tlsCert }
@@ -223,7 +251,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 
         });
       } catch (err) {
         const e = err as { code?: string; message?: string };
-        if (e.code === 'ERR_KMS_LOCAL_CONFIG') usage(cmd, e.message ?? String(err));
+        if (e.code === 'ERR_KMS_LOCAL_CONFIG') usage(cmd, e.message ?? String(err), e.code);
         throw err;
       }
       const endpoint = await kms.listen({ port, host });

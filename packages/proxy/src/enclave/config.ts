@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { egressGatewaySchema, routeSchema } from '../config.js';
+import { checkUniqueNames, egressGatewaySchema, namedEntries, routeSchema } from '../config.js';
 
 const hostsEntrySchema = z.strictObject({
   address: z.string().min(1),
@@ -21,28 +21,30 @@ export const enclaveNetworkSchema = z.strictObject({
  * `listen: tcp:127.0.0.2:443`, `dial: vsock:3:8000`) and vsock->TCP inbound routes;
  * `egressGateway` is the local HTTP CONNECT/SOCKS5 listener carried to the parent.
  */
-export const enclaveConfigSchema = z.strictObject({
-  network: enclaveNetworkSchema.default({
-    setup: true,
-    aliases: [],
-    hosts: [],
-    hostsFile: '/etc/hosts',
-  }),
-  routes: z.array(routeSchema).default([]),
-  egressGateway: egressGatewaySchema.optional(),
-  /** Set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
-  proxyEnv: z.boolean().default(true),
-  /** Extra NO_PROXY entries (localhost and 127.0.0.0/8 are always in). */
-  noProxy: z.array(z.string()).default([]),
-  /** How long routes may drain after the app exits (ms). */
-  drainTimeoutMs: z.number().int().nonnegative().default(5_000),
-  /**
-   * Reap orphaned descendants of the app (zombies re-parented to this process). `auto` (default):
-   * only when running as PID 1. `true`: always; when not PID 1 this process becomes a child
-   * subreaper so the app's orphans are re-parented to it; fails before the app starts when
-   * reaping is unavailable. `false`: never.
-   */
-  reapOrphans: z.union([z.boolean(), z.literal('auto')]).default('auto'),
-});
+export const enclaveConfigSchema = z
+  .strictObject({
+    network: enclaveNetworkSchema.default({
+      setup: true,
+      aliases: [],
+      hosts: [],
+      hostsFile: '/etc/hosts',
+    }),
+    routes: z.array(routeSchema).default([]),
+    egressGateway: egressGatewaySchema.optional(),
+    /** Set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
+    proxyEnv: z.boolean().default(true),
+    /** Extra NO_PROXY entries (localhost and 127.0.0.0/8 are always in). */
+    noProxy: z.array(z.string()).default([]),
+    /** How long routes may drain after the app exits (ms). */
+    drainTimeoutMs: z.number().int().nonnegative().default(5_000),
+    /**
+     * Reap orphaned descendants of the app (zombies re-parented to this process). `auto` (default):
+     * only when running as PID 1. `true`: always; when not PID 1 this process becomes a child
+     * subreaper so the app's orphans are re-parented to it; fails before the app starts when
+     * reaping is unavailable. `false`: never.
+     */
+    reapOrphans: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+  })
+  .superRefine((c, ctx) => checkUniqueNames(ctx, namedEntries(c)));
 
 export type EnclaveConfig = z.output<typeof enclaveConfigSchema>;
