@@ -310,6 +310,12 @@ export function namedEntries(config: {
   ];
 }
 
+/** `dns:` of a route or gateway server: deadline of one resolution, resolutions one peer may have waiting. */
+export const dnsLimitsSchema = z.strictObject({
+  timeoutMs: z.number().int().min(1).optional(),
+  maxLookupsPerPeer: z.number().int().nonnegative().optional(),
+});
+
 const routeLimits = {
   connectTimeoutMs: ms.optional(),
   idleTimeoutMs: ms.optional(),
@@ -335,6 +341,7 @@ export const routeSchema = z
     ...routeLimits,
     dialRetries: dialRetriesSchema.optional(),
     policy: policySchema.optional(),
+    dns: dnsLimitsSchema.optional(),
     /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511. */
     backlog: z.number().int().min(1).max(65535).optional(),
   })
@@ -356,6 +363,7 @@ export const egressGatewayServerSchema = z.strictObject({
   policy: policySchema,
   ...routeLimits,
   dialRetries: dialRetriesSchema.optional(),
+  dns: dnsLimitsSchema.optional(),
 });
 
 export type RouteConfig = z.output<typeof routeSchema>;

@@ -6,7 +6,7 @@ import { formatIp, parseIp } from './ip.js';
 import type { Logger } from './logger.js';
 import type { MetricsRegistry } from './metrics.js';
 import { normalizeHost, Policy, type PolicyConfig } from './policy.js';
-import type { Resolver } from './resolver.js';
+import { createResolver, type DnsLimits, type Resolver } from './resolver.js';
 import { type DialRetries, Route, withRetries } from './route.js';
 import { dialEndpoint, dialTcp, type ProxySocket, type VsockOptions } from './transport.js';
 
@@ -65,6 +65,8 @@ export interface EgressGatewayServerOptions {
   /** Enforced on every request before anything is dialled. */
   policy: Policy | PolicyConfig;
   resolver?: Resolver;
+  /** DNS deadline and per-peer lookup cap of the resolver created when no `resolver` is given. */
+  dns?: DnsLimits;
   logger?: Logger;
   vsock?: VsockOptions;
   connectTimeoutMs?: number;
@@ -81,6 +83,7 @@ export interface EgressGatewayServerOptions {
 export function createEgressGatewayServer(options: EgressGatewayServerOptions): Route {
   const policy = options.policy instanceof Policy ? options.policy : new Policy(options.policy);
   const timeout = options.connectTimeoutMs ?? 10_000;
+  const resolver = options.resolver ?? (options.dns ? createResolver(options.dns) : undefined);
   return new Route({
     name: options.name ?? 'egress',
     listen: options.listen,
@@ -117,7 +120,8 @@ export function createEgressGatewayServer(options: EgressGatewayServerOptions): 
               policy,
               signal: ctx.signal,
               timeoutMs: timeout,
-              ...(options.resolver ? { resolver: options.resolver } : {}),
+              peer: ctx.peerId,
+              ...(resolver ? { resolver } : {}),
             }),
           options.dialRetries,
           ctx.signal,
@@ -167,6 +171,7 @@ function socksReplyCode(code: string): number {
       return 0x03;
     case 'EHOSTUNREACH':
     case 'ERR_PROXY_DNS':
+    case 'ERR_PROXY_DNS_TIMEOUT':
       return 0x04;
     case 'ECONNREFUSED':
       return 0x05;
@@ -180,7 +185,9 @@ function socksReplyCode(code: string): number {
 
 function httpStatus(code: string): [number, string] {
   if (code === 'ERR_PROXY_POLICY_DENIED') return [403, 'Forbidden'];
-  if (code === 'ERR_PROXY_DIAL_TIMEOUT' || code === 'ETIMEDOUT') return [504, 'Gateway Timeout'];
+  if (code === 'ERR_PROXY_DIAL_TIMEOUT' || code === 'ETIMEDOUT' || code === 'ERR_PROXY_DNS_TIMEOUT')
+    return [504, 'Gateway Timeout'];
+  if (code === 'ERR_PROXY_DNS_LIMIT') return [503, 'Service Unavailable'];
   return [502, 'Bad Gateway'];
 }
 

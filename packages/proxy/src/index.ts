@@ -3,6 +3,7 @@ export {
   type ConfigIssue,
   checkUniqueNames,
   dialRetriesSchema,
+  dnsLimitsSchema,
   type EgressGatewayConfig,
   type EgressGatewayServerConfig,
   egressGatewaySchema,
@@ -58,12 +59,20 @@ export {
 export { strictPort } from './port.js';
 export {
   createResolver,
+  createSystemLookup,
+  DEFAULT_DNS_TIMEOUT_MS,
+  DEFAULT_MAX_LOOKUPS_PER_PEER,
+  type DnsLimits,
   getaddrinfoLookup,
   type LookupFunction,
+  type LookupOptions,
   type LookupResult,
+  parseHostsFile,
   type ResolvedAddress,
+  type ResolveOptions,
   type Resolver,
   type ResolverOptions,
+  type SystemLookupOptions,
   systemLookup,
 } from './resolver.js';
 export {

@@ -4,7 +4,7 @@ import { takeEndedTail } from './handshake.js';
 import { type Logger, silentLogger } from './logger.js';
 import { MetricsRegistry, type RouteMetrics } from './metrics.js';
 import { Policy, type PolicyConfig } from './policy.js';
-import type { Resolver } from './resolver.js';
+import { createResolver, type DnsLimits, type Resolver } from './resolver.js';
 import {
   dialEndpoint,
   type Listener,
@@ -29,6 +29,8 @@ export interface DialContext {
   route: string;
   /** The accepted peer, printed (`127.0.0.1:5000`, `vm(16):1234`, `unix`). */
   peer: string;
+  /** The accepted peer without its port (`vm(16)`, `127.0.0.1`, `local`): the key of per-peer limits. */
+  peerId: string;
   /** The accepted socket, paused. A dialer may read a handshake from it (unshift what it over-read). */
   socket: ProxySocket;
   /** Aborted when the accepted side goes away or the route is closed without drain. */
@@ -61,6 +63,8 @@ export interface RouteOptions {
   /** Outbound policy, checked on every connection for TCP `dial` targets. */
   policy?: Policy | PolicyConfig;
   resolver?: Resolver;
+  /** DNS deadline and per-peer lookup cap of the resolver this route creates when no `resolver` is given. */
+  dns?: DnsLimits;
   vsock?: VsockOptions;
   /** Where the counters live; a runtime passes its registry so counters survive reloads. */
   metrics?: MetricsRegistry;
@@ -105,6 +109,20 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** The peer without its port: per-peer limits count by this. */
+export function peerIdOf(s: ProxySocket): string {
+  const v = s as ProxySocket & { remoteCid?: number };
+  if (typeof v.remoteCid === 'number') return `vm(${v.remoteCid})`;
+  return s.remoteAddress ?? 'local';
+}
+
+/** Counted in ee_proxy_connections_refused_total{reason} when a dial fails with this code. */
+const REFUSAL_REASON: Record<string, string> = {
+  ERR_PROXY_POLICY_DENIED: 'policy',
+  ERR_PROXY_DNS_TIMEOUT: 'dns_timeout',
+  ERR_PROXY_DNS_LIMIT: 'dns_limit',
+};
 
 function peerOf(s: ProxySocket): string {
   const v = s as ProxySocket & { remoteCid?: number };
@@ -161,12 +179,14 @@ export class Route {
           : options.policy instanceof Policy
             ? options.policy
             : new Policy(options.policy);
+      const resolver = options.resolver ?? (options.dns ? createResolver(options.dns) : undefined);
       this.dialer = (ctx) =>
         dialEndpoint(target, {
           signal: ctx.signal,
           timeoutMs: ctx.connectTimeoutMs,
+          peer: ctx.peerId,
           ...(policy ? { policy } : {}),
-          ...(options.resolver ? { resolver: options.resolver } : {}),
+          ...(resolver ? { resolver } : {}),
           ...(options.vsock ? { vsock: options.vsock } : {}),
         });
       this.targetText = describeEndpoint(target);
@@ -328,6 +348,7 @@ export class Route {
     this.dialWithRetries({
       route: this.name,
       peer,
+      peerId: peerIdOf(inbound),
       socket: inbound,
       signal: abort.signal,
       connectTimeoutMs: this.connectTimeoutMs,
@@ -389,7 +410,8 @@ export class Route {
         const code = errorCode(err);
         if (!abort.signal.aborted || code !== 'ERR_PROXY_ABORTED') {
           m.countError(code);
-          if (code === 'ERR_PROXY_POLICY_DENIED') m.countRefused('policy');
+          const refusal = REFUSAL_REASON[code];
+          if (refusal) m.countRefused(refusal);
           const details = err instanceof ProxyError ? err.details : undefined;
           this.log.warn(
             {

@@ -206,6 +206,8 @@ export interface DialOptions {
   /** Checked against the name and every resolved address before any connect (TCP only). */
   policy?: Policy;
   resolver?: Resolver;
+  /** Who the dial is for (`vm(16)`, `10.0.0.5`): the key of the resolver's per-peer lookup cap. */
+  peer?: string;
 }
 
 function abortError(signal: AbortSignal, address: string): ProxyError {
@@ -292,7 +294,7 @@ export async function dialTcp(
     }
   }
   const resolver = options.resolver ?? sharedResolver();
-  const addresses = await resolver.resolve(name);
+  const addresses = await resolver.resolve(name, options.peer ? { peer: options.peer } : {});
   if (options.signal?.aborted) throw abortError(options.signal, shown);
   if (options.policy) {
     const d = options.policy.check(

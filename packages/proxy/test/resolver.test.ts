@@ -4,6 +4,8 @@ import {
   getaddrinfoLookup,
   type LookupFunction,
   ProxyError,
+  parseHostsFile,
+  systemLookup,
 } from '../src/index.js';
 
 describe('createResolver', () => {
@@ -65,10 +67,81 @@ describe('createResolver', () => {
     });
     const err = await r.resolve('x.test').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ProxyError);
-    expect(err).toMatchObject({ code: 'ERR_PROXY_DNS', address: 'x.test', syscall: 'getaddrinfo' });
+    expect(err).toMatchObject({ code: 'ERR_PROXY_DNS', address: 'x.test', syscall: 'lookup' });
     expect((err as ProxyError).message).toContain('ENOTFOUND');
     fail = false;
     expect((await r.resolve('x.test'))[0]?.address).toBe('192.0.2.9');
+  });
+
+  it('fails a lookup past the deadline with ERR_PROXY_DNS_TIMEOUT (aborting it) and does not cache it', async () => {
+    const signals: AbortSignal[] = [];
+    let hang = true;
+    const r = createResolver({
+      timeoutMs: 50,
+      lookup: (_host, opts) => {
+        if (opts?.signal) signals.push(opts.signal);
+        if (hang) return new Promise(() => {});
+        return Promise.resolve({ addresses: [{ address: '192.0.2.7', family: 4 }] });
+      },
+    });
+    await expect(r.resolve('slow.test')).rejects.toMatchObject({
+      name: 'ProxyError',
+      code: 'ERR_PROXY_DNS_TIMEOUT',
+      address: 'slow.test',
+      message: expect.stringContaining('50 ms'),
+    });
+    expect(signals[0]?.aborted).toBe(true);
+    hang = false;
+    expect((await r.resolve('slow.test'))[0]?.address).toBe('192.0.2.7');
+  });
+
+  it('caps the resolutions one peer has waiting (ERR_PROXY_DNS_LIMIT), not other peers, and frees the slot', async () => {
+    const gates = new Map<string, () => void>();
+    const r = createResolver({
+      maxLookupsPerPeer: 2,
+      lookup: (host) =>
+        new Promise((resolve) => {
+          gates.set(host, () => resolve({ addresses: [{ address: '192.0.2.1', family: 4 }] }));
+        }),
+    });
+    const a = r.resolve('a.test', { peer: 'vm(16)' });
+    const b = r.resolve('b.test', { peer: 'vm(16)' });
+    await expect(r.resolve('c.test', { peer: 'vm(16)' })).rejects.toMatchObject({
+      code: 'ERR_PROXY_DNS_LIMIT',
+      details: { peer: 'vm(16)', maxLookupsPerPeer: 2 },
+    });
+    const other = r.resolve('d.test', { peer: 'vm(17)' });
+    gates.get('d.test')?.();
+    expect(await other).toHaveLength(1);
+    gates.get('a.test')?.();
+    await a;
+    const c = r.resolve('c.test', { peer: 'vm(16)' }); // a slot is free again
+    gates.get('b.test')?.();
+    gates.get('c.test')?.();
+    await Promise.all([b, c]);
+    // cached names need no slot
+    await Promise.all([1, 2, 3].map(() => r.resolve('a.test', { peer: 'vm(16)' })));
+  });
+
+  it('parses hosts(5) files: comments, aliases, IPv6, case, first address kept once', () => {
+    const t = parseHostsFile(
+      '# c\n127.0.0.1\tlocalhost Local.Test\n::1 localhost ip6-localhost # x\n10.0.0.1 local.test.\nbad line\n127.0.0.1 localhost\n',
+    );
+    expect(t.get('localhost')).toEqual([
+      { address: '127.0.0.1', family: 4 },
+      { address: '::1', family: 6 },
+    ]);
+    expect(t.get('local.test')).toEqual([
+      { address: '127.0.0.1', family: 4 },
+      { address: '10.0.0.1', family: 4 },
+    ]);
+    expect(t.has('line')).toBe(false);
+  });
+
+  it('systemLookup answers localhost from /etc/hosts without DNS', async () => {
+    const res = await systemLookup('localhost');
+    expect(res.addresses.length).toBeGreaterThan(0);
+    for (const a of res.addresses) expect(['127.0.0.1', '::1']).toContain(a.address);
   });
 
   // getaddrinfo answers localhost from /etc/hosts: no packet leaves the machine
