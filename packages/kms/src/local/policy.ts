@@ -106,12 +106,39 @@ export interface RequestContext {
   keys: Map<string, string>;
 }
 
-function glob(pattern: string, value: string, ignoreCase: boolean): boolean {
-  const esc = pattern
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${esc}$`, ignoreCase ? 'i' : '').test(value);
+const STAR = 0x2a;
+const QUESTION = 0x3f;
+
+/**
+ * IAM wildcard match (`*` any run, `?` one character, everything else literal) with the
+ * two-pointer greedy algorithm: on a mismatch it only retries from the last `*`, so the cost is
+ * at most pattern length x value length (a regex backtracks exponentially on `a*a*a*...b`).
+ * @internal exported for tests
+ */
+export function glob(pattern: string, value: string, ignoreCase: boolean): boolean {
+  const p = ignoreCase ? pattern.toLowerCase() : pattern;
+  const v = ignoreCase ? value.toLowerCase() : value;
+  let pi = 0;
+  let vi = 0;
+  let star = -1; // index of the last `*` seen in p
+  let resume = 0; // where in v that `*` currently stops matching
+  while (vi < v.length) {
+    const c = p.charCodeAt(pi);
+    if (pi < p.length && c === STAR) {
+      star = pi++;
+      resume = vi;
+    } else if (pi < p.length && (c === QUESTION || c === v.charCodeAt(vi))) {
+      pi++;
+      vi++;
+    } else if (star >= 0) {
+      pi = star + 1; // let the last `*` take one more character
+      vi = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.length && p.charCodeAt(pi) === STAR) pi++;
+  return pi === p.length;
 }
 
 function principalMatches(p: unknown, ctx: RequestContext): boolean {
