@@ -18,14 +18,17 @@ await mkdir(work, { recursive: true });
 // 1. The application: a plain directory.
 const app = join(work, 'app');
 await mkdir(join(app, 'bin'), { recursive: true });
-await writeFile(join(app, 'bin', 'hello'), '#!/bin/sh\necho "hello from the enclave"\n', { mode: 0o755 });
+await writeFile(join(app, 'bin', 'hello'), '#!/bin/sh\necho "hello from the enclave"\n', {
+  mode: 0o755,
+});
 
 // 2. The blobs (kernel, cmdline, init, nsm.ko).
 let blobs = process.env.BLOBS ?? '/usr/share/nitro_enclaves/blobs';
 if (!existsSync(join(blobs, 'bzImage'))) {
   blobs = join(work, 'stand-in-blobs');
   await mkdir(blobs, { recursive: true });
-  const seeded = (n, seed) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+  const seeded = (n, seed) =>
+    Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
   await writeFile(join(blobs, 'bzImage'), seeded(64 * 1024, 1));
   await writeFile(join(blobs, 'cmdline'), 'reboot=k panic=30 pci=off nomodules console=ttyS0\n');
   await writeFile(join(blobs, 'init'), seeded(16 * 1024, 2));
@@ -51,5 +54,9 @@ await writeFile(join(work, 'policy.json'), `${JSON.stringify(policy, null, 2)}\n
 
 // 5. Read it back like `nitro-cli describe-eif`.
 const described = await describeEif(image.path);
-console.log(`${image.path}: EIF v${described.EifVersion}, CRC ${described.CheckCRC ? 'ok' : 'BAD'}, ${image.size} bytes`);
-console.log(`policy: ${join(work, 'policy.json')} pins ImageSha384 ${policy.Statement[1].Condition.StringEqualsIgnoreCase['kms:RecipientAttestation:ImageSha384']}`);
+console.log(
+  `${image.path}: EIF v${described.EifVersion}, CRC ${described.CheckCRC ? 'ok' : 'BAD'}, ${image.size} bytes`,
+);
+console.log(
+  `policy: ${join(work, 'policy.json')} pins ImageSha384 ${policy.Statement[1].Condition.StringEqualsIgnoreCase['kms:RecipientAttestation:ImageSha384']}`,
+);
