@@ -6,11 +6,30 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** `/metrics` (Prometheus text of the runtime) and `/healthz` (200 while serving, 503 while draining). */
+/** The outcome of the last SIGHUP reload, shown by `/healthz`. */
+export interface ReloadState {
+  ok: boolean;
+  /** ISO time of the reload. */
+  at: string;
+  code?: string;
+  error?: string;
+}
+
+export interface HealthSource {
+  isDraining: () => boolean;
+  lastReload: () => ReloadState | undefined;
+}
+
+/**
+ * `/metrics` (Prometheus text of the runtime) and `/healthz`: a JSON body with every configured
+ * route and its state (`listening` with the bound address, or `failed` with the reason), and the
+ * outcome of the last reload. 200 while every route listens; 503 while draining or when a route is
+ * not listening (`status` is then `draining` or `degraded`).
+ */
 export async function startMetricsServer(
   runtime: ProxyRuntime,
   listen: TcpEndpoint,
-  isDraining: () => boolean,
+  health: HealthSource,
 ): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -24,12 +43,18 @@ export async function startMetricsServer(
       return;
     }
     if (path === '/healthz') {
-      const draining = isDraining();
+      const draining = health.isDraining();
+      const routes = draining ? [] : runtime.status();
+      const degraded = routes.some((r) => r.state !== 'listening');
+      const reload = health.lastReload();
       const body = JSON.stringify({
-        status: draining ? 'draining' : 'ok',
-        routes: runtime.routes().map((r) => r.name),
+        status: draining ? 'draining' : degraded ? 'degraded' : 'ok',
+        routes,
+        ...(reload ? { reload } : {}),
       });
-      res.writeHead(draining ? 503 : 200, { 'content-type': 'application/json' }).end(`${body}\n`);
+      res
+        .writeHead(draining || degraded ? 503 : 200, { 'content-type': 'application/json' })
+        .end(`${body}\n`);
       return;
     }
     res

@@ -219,7 +219,14 @@ describe('run', () => {
 
       const health = await httpGet(mport, '/healthz');
       expect(health.status).toBe(200);
-      expect(JSON.parse(health.body)).toEqual({ status: 'ok', routes: ['one', 'two'] });
+      expect(JSON.parse(health.body)).toMatchObject({
+        status: 'ok',
+        routes: [
+          { name: 'one', state: 'listening', listen: `vm(any):${p1}` },
+          { name: 'two', state: 'listening', listen: `vm(any):${p2}` },
+        ],
+        reload: { ok: true },
+      });
       const metrics = await httpGet(mport, '/metrics');
       expect(metrics.status).toBe(200);
       expect(metrics.body).toMatch(/route="one"/);

@@ -89,6 +89,7 @@ export {
   createProxyRuntime,
   ProxyRuntime,
   type ProxyRuntimeOptions,
+  type RouteStatus,
   type RuntimeConfig,
 } from './runtime.js';
 export {

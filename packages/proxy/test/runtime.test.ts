@@ -90,9 +90,9 @@ describe('ProxyRuntime', () => {
     await waitFor(() => rt.snapshot().every((m) => m.connectionsActive === 0));
   });
 
-  it('rejects duplicate names and reports a failing listener after applying the rest', async () => {
+  it('rejects duplicate names; a failing listener applies nothing (all or nothing)', async () => {
     const up = await server(echo);
-    const [p1] = await freePorts(1);
+    const [p1, p2] = await freePorts(2);
     const rt = createProxyRuntime();
     cleanups.push(() => rt.close({ drain: false }));
     await expect(
@@ -101,7 +101,11 @@ describe('ProxyRuntime', () => {
     await expect(
       rt.apply({ routes: [route('ok', p1!, up.port), route('taken', up.port, up.port)] }),
     ).rejects.toMatchObject({ code: 'EADDRINUSE' });
-    expect(rt.routes().map((r) => r.name)).toEqual(['ok']);
+    expect(rt.routes()).toEqual([]);
+    expect(rt.status()).toEqual([]);
+    // The listener prepared for "ok" was closed: its address is free again.
+    await expect(connect(p1!)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await rt.apply({ routes: [route('ok', p1!, up.port), route('ok2', p2!, up.port)] });
     const c = await connect(p1!);
     expect(await roundTrip(c, 'still')).toBe('still');
     c.destroy();

@@ -8,7 +8,7 @@ import {
 import type { Command } from 'commander';
 import { applyVsockDir, createLogger, exitWithError, runtimeOptions } from '../common.js';
 import { type ParentConfig, parentConfigSchema } from '../config.js';
-import { type MetricsServer, startMetricsServer } from '../metrics-server.js';
+import { type MetricsServer, type ReloadState, startMetricsServer } from '../metrics-server.js';
 
 interface RunOptions {
   config: string;
@@ -52,11 +52,15 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
   let config = await loadConfigFile(opts.config, parentConfigSchema);
   const runtime = new ProxyRuntime({ logger: log, drainTimeoutMs: config.drainTimeoutMs });
   let draining = false;
+  let lastReload: ReloadState | undefined;
   let metrics: MetricsServer | undefined;
   try {
     await runtime.apply(runtimeConfig(config));
     if (config.metrics && config.metrics.listen.kind === 'tcp') {
-      metrics = await startMetricsServer(runtime, config.metrics.listen, () => draining);
+      metrics = await startMetricsServer(runtime, config.metrics.listen, {
+        isDraining: () => draining,
+        lastReload: () => lastReload,
+      });
     }
   } catch (err) {
     await runtime.close({ drain: false });
@@ -70,14 +74,22 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
         if (JSON.stringify(next.metrics) !== JSON.stringify(config.metrics)) {
           log.warn({}, 'metrics.listen changed: it takes effect on restart');
         }
+        // All or nothing: on a listen failure the previous routes keep listening.
         const result = await runtime.apply(runtimeConfig(next));
         config = next;
+        lastReload = { ok: true, at: new Date().toISOString() };
         log.info({ ...result }, 'reloaded');
       })
       .catch((err: unknown) => {
         const e = err as { code?: string; message?: string };
+        lastReload = {
+          ok: false,
+          at: new Date().toISOString(),
+          ...(e.code ? { code: e.code } : {}),
+          error: e.message ?? String(err),
+        };
         log.error(
-          { code: e.code, err: e.message },
+          { code: e.code, err: e.message, routes: runtime.status() },
           'reload failed: the previous configuration keeps running',
         );
       });
