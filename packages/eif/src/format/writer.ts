@@ -154,24 +154,35 @@ class Sink {
     let crc = 0;
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
+    // One write in flight while the next chunks are hashed: disk I/O (thread pool) overlaps the
+    // SHA-384 work on the main thread.
+    let inFlight: Promise<void> | undefined;
     const flush = async (): Promise<void> => {
+      if (inFlight) await inFlight;
+      inFlight = undefined;
       if (pendingBytes === 0) return;
       const bufs = pending;
       const n = pendingBytes;
+      const where = at;
       pending = [];
       pendingBytes = 0;
-      try {
-        await this.fh.writev(bufs, at);
-      } catch (err) {
-        throw writeError(this.output, err);
-      }
       at += n;
-      this.onProgress?.({
-        section: SECTION_KIND[type],
-        index,
-        sectionBytes: at - dataOffset,
-        totalBytes: at,
-      });
+      const write = this.fh.writev(bufs, where).then(
+        () => {
+          this.onProgress?.({
+            section: SECTION_KIND[type],
+            index,
+            sectionBytes: where + n - dataOffset,
+            totalBytes: where + n,
+          });
+        },
+        (err: unknown) => {
+          throw writeError(this.output, err);
+        },
+      );
+      // Never an unhandled rejection: the error is rethrown when awaited below.
+      write.catch(() => {});
+      inFlight = write;
     };
     try {
       for await (const raw of openSource(source, this.signal)) {
@@ -186,7 +197,9 @@ class Sink {
         if (pendingBytes >= FLUSH_BYTES || pending.length >= FLUSH_CHUNKS) await flush();
       }
       await flush();
+      if (inFlight) await inFlight;
     } catch (err) {
+      if (inFlight) await inFlight.catch(() => {});
       discardSource(source);
       if (err instanceof EifError && err.code === 'ERR_EIF_WRITE') throw err;
       throw sourceError(err, what, this.signal);
