@@ -79,9 +79,10 @@ export function makeRecipientVerifier(opts: {
     pcrs: Map<number, Uint8Array>;
   } {
     if (!verifier) {
+      const hint = isUnsignedQemuShape(doc) ? `; ${UNSIGNED_QEMU_HINT}` : '';
       throw wire(
         'ValidationException',
-        'Recipient.AttestationDocument cannot be verified: this local KMS has no trusted attestation roots configured (start it with roots / --root-pem).',
+        `Recipient.AttestationDocument cannot be verified: this local KMS has no trusted attestation roots configured (start it with roots / --root-pem)${hint}.`,
       );
     }
     try {
