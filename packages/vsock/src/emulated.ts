@@ -4,8 +4,18 @@ import { join, resolve } from 'node:path';
 import { formatVsockAddress, type VsockAddress, validateU32 } from './address.js';
 import { CID_ANY, CID_LOCAL, PORT_ANY } from './constants.js';
 import { invalidArgType, invalidArgValue, systemError } from './errors.js';
-import { pipes } from './native.js';
-import { setAddresses, VsockSocket } from './socket.js';
+import {
+  closeFd,
+  EAGAIN,
+  MSG_PEEK,
+  type PollWatch,
+  pipes,
+  recvFd,
+  sendFd,
+  unixConnectFd,
+  watchReadable,
+} from './native.js';
+import { kInternals, setAddresses, VsockSocket } from './socket.js';
 import {
   type BoundListener,
   type ConnectRequest,
@@ -38,6 +48,126 @@ export function emulatedSocketPath(dir: string, address: VsockAddress): string {
   return join(dir, `${name}_${address.port}.sock`);
 }
 
+/**
+ * The per-VM socket of a VM whose vsock device is bridged into `dir` (by
+ * `@enclave-extras/vhost-vsock`): `${dir}/vm_<cid>.sock`. A client reaches the VM's port P by
+ * connecting there and writing `CONNECT P\n`; the backend answers `OK <hostport>\n` once the
+ * guest accepted, or closes the socket when it refused (the hybrid-vsock convention).
+ */
+export function emulatedVmSocketPath(dir: string, cid: number): string {
+  return join(dir, `vm_${cid}.sock`);
+}
+
+const ECONNREFUSED = 111;
+const EPROTO = 71;
+const MAX_OK_LINE = 64;
+
+interface SocketInternals {
+  connecting: boolean;
+  _unrefTimer(): void;
+}
+
+/**
+ * Connects through a VM's per-VM socket: the `CONNECT` line goes out at once; the socket is
+ * `connecting` (writes queue) until the `OK` line arrives, read without a thread through
+ * uv_poll before libuv's stream takes the fd over. A close before `OK` is ECONNREFUSED.
+ */
+function connectThroughVm(
+  vmPath: string,
+  remote: VsockAddress,
+  local: VsockAddress,
+  req: ConnectRequest,
+): VsockSocket {
+  const address = formatVsockAddress(remote);
+  const fail = (errno: number, syscall: string) => {
+    const socket = new VsockSocket({ kind: 'emulated', allowHalfOpen: req.allowHalfOpen });
+    setAddresses(socket, undefined, remote);
+    (socket as unknown as SocketInternals).connecting = true;
+    process.nextTick(() =>
+      socket.destroy(
+        systemError(errno, syscall, { address, remoteAddress: address, op: 'connect' }),
+      ),
+    );
+    return socket;
+  };
+  const fd = unixConnectFd(vmPath);
+  if (fd < 0) return fail(-fd === 2 ? ECONNREFUSED : -fd, 'connect');
+  const sent = sendFd(fd, Buffer.from(`CONNECT ${remote.port}\n`, 'latin1'));
+  if (sent < 0) {
+    closeFd(fd);
+    return fail(-sent === 32 ? ECONNREFUSED : -sent, 'write');
+  }
+  const { Pipe, constants } = pipes();
+  const handle = new Pipe(constants.SOCKET);
+  const openErr = handle.open(fd);
+  if (openErr < 0) {
+    closeFd(fd);
+    return fail(-openErr, 'open');
+  }
+  const s = new VsockSocket({
+    kind: 'emulated',
+    handle,
+    allowHalfOpen: req.allowHalfOpen,
+    manualStart: true,
+  });
+  const si = s as unknown as SocketInternals;
+  si.connecting = true;
+  setAddresses(s, undefined, remote);
+  let watch: PollWatch | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const stop = () => {
+    watch?.close();
+    watch = undefined;
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+  };
+  const settle = (errno: number, syscall: string, hostPort?: number) => {
+    stop();
+    if (s.destroyed) return;
+    if (errno) {
+      s.destroy(systemError(errno, syscall, { address, remoteAddress: address, op: 'connect' }));
+      return;
+    }
+    setAddresses(s, { cid: local.cid, port: hostPort ?? local.port }, remote);
+    s[kInternals].cleanup = undefined;
+    s[kInternals].refWatch = undefined;
+    si.connecting = false;
+    si._unrefTimer();
+    s.emit('connect');
+    s.emit('ready');
+    if (!s.isPaused()) s.read(0);
+  };
+  const peek = Buffer.alloc(MAX_OK_LINE);
+  const onReadable = () => {
+    if (s.destroyed) return stop();
+    const n = recvFd(fd, peek, MSG_PEEK);
+    if (n === -EAGAIN) return;
+    if (n <= 0) return settle(ECONNREFUSED, 'connect'); // closed: the guest refused
+    const nl = peek.subarray(0, n).indexOf(0x0a);
+    if (nl < 0) {
+      if (n >= MAX_OK_LINE) settle(EPROTO, 'read');
+      return;
+    }
+    const line = Buffer.alloc(nl + 1);
+    recvFd(fd, line);
+    const m = /^OK (\d+)\r?\n$/.exec(line.toString('latin1'));
+    if (!m) return settle(EPROTO, 'read');
+    settle(0, 'connect', Number(m[1]));
+  };
+  s[kInternals].cleanup = stop;
+  s[kInternals].refWatch = (ref) => {
+    const w = watch as (PollWatch & { ref?(): void; unref?(): void }) | undefined;
+    if (ref) w?.ref?.();
+    else w?.unref?.();
+  };
+  if (req.connectTimeout !== undefined) {
+    timer = setTimeout(() => settle(ETIMEDOUT, 'connect'), req.connectTimeout);
+    timer.unref();
+  }
+  watch = watchReadable(fd, onReadable);
+  return s;
+}
+
 let ephemeral = 1024 + Math.floor(Math.random() * 0x3fff_0000);
 function nextEphemeral(): number {
   ephemeral = ephemeral >= 0x7fff_ffff ? 1024 : ephemeral + 1;
@@ -49,8 +179,10 @@ function nextEphemeral(): number {
  *
  * Mapping: a listener on (cid, port) is `${dir}/${cid}_${port}.sock`, a listener on CID_ANY is
  * `${dir}/any_${port}.sock`. A connect to (cid, port) goes to `${cid}_${port}.sock` when it
- * exists, else to `any_${port}.sock`: every process sharing `dir` is one emulated machine
- * reachable under any CID, so ports are one namespace per directory.
+ * exists, else, when a VM with that CID is bridged into `dir` (its `vm_<cid>.sock` exists, see
+ * {@link emulatedVmSocketPath}), into that VM, else to `any_${port}.sock`: every process sharing
+ * `dir` is one emulated machine reachable under any CID, so ports are one namespace per
+ * directory.
  */
 export function createEmulatedTransport(options: EmulatedTransportOptions): VsockTransport {
   if (typeof options !== 'object' || options === null) {
@@ -74,6 +206,10 @@ export function createEmulatedTransport(options: EmulatedTransportOptions): Vsoc
     const remote = { cid: req.cid, port: req.port };
     const local = { cid: myCid, port: nextEphemeral() };
     const exact = emulatedSocketPath(dir, remote);
+    if (!existsSync(exact) && remote.cid !== CID_ANY) {
+      const vmPath = emulatedVmSocketPath(dir, remote.cid);
+      if (existsSync(vmPath)) return connectThroughVm(vmPath, remote, local, req);
+    }
     const path = existsSync(exact)
       ? exact
       : emulatedSocketPath(dir, { cid: CID_ANY, port: req.port });

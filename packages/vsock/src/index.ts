@@ -21,6 +21,7 @@ export {
   createEmulatedTransport,
   type EmulatedTransportOptions,
   emulatedSocketPath,
+  emulatedVmSocketPath,
 } from './emulated.js';
 export { VsockError, type VsockErrorDetails } from './errors.js';
 export { defaultTransport, VSOCK_DIR_ENV } from './select.js';

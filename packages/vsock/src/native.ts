@@ -48,6 +48,8 @@ interface Libc {
   close: SysFn;
   open: SysFn;
   ioctl: SysFn;
+  send: SysFn;
+  recv: SysFn;
 }
 
 let libc: Libc | undefined;
@@ -80,6 +82,8 @@ export function sys(op: string): Libc {
       close: f('int close(int fd)'),
       open: f('int open(const char *path, int flags)'),
       ioctl: f('int ioctl(int fd, unsigned long request, void *arg)'),
+      send: f('intptr_t send(int fd, void *buf, size_t len, int flags)'),
+      recv: f('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
     };
     return libc;
   } catch (cause) {
@@ -204,4 +208,50 @@ export function watchWritable(fd: number, cb: (status: number) => void): PollWat
   return poll(fd, { writable: true, disconnect: true }, (status) =>
     cb(typeof status === 'number' ? status : 0),
   );
+}
+
+// Unix stream sockets through koffi, for the emulation's connects to a VM's per-VM socket
+// (a line handshake must finish before the socket is handed to libuv as a stream).
+const AF_UNIX = 1;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
+export const MSG_PEEK = 2;
+export const EAGAIN = 11;
+
+/** A non-blocking Unix stream socket connected to `path`: the fd, or a negative errno. */
+export function unixConnectFd(path: string): number {
+  const c = sys('connect');
+  const addr = Buffer.alloc(110);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  addr.write(path, 2, 'utf8');
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -lastErrno();
+  if (c.connect(fd, addr, 2 + Buffer.byteLength(path) + 1) < 0) {
+    const e = lastErrno();
+    c.close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+/** send(2) without SIGPIPE; bytes sent or a negative errno. */
+export function sendFd(fd: number, data: Buffer): number {
+  const n = sys('send').send(fd, data, data.length, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n < 0 ? -lastErrno() : n;
+}
+
+/** recv(2), non-blocking; bytes read (0 = EOF) or a negative errno (-EAGAIN: nothing yet). */
+export function recvFd(fd: number, into: Buffer, flags = 0): number {
+  const n = sys('recv').recv(fd, into, into.length, flags | MSG_DONTWAIT);
+  return n < 0 ? -lastErrno() : n;
+}
+
+/** Watches `fd` for readability (or hang-up) with libuv's uv_poll; one callback per event. */
+export function watchReadable(fd: number, cb: () => void): PollWatch {
+  const poll = koffi.node.poll as unknown as (
+    fd: number,
+    opts: { readable: boolean; disconnect: boolean },
+    cb: PollCallback,
+  ) => PollWatch;
+  return poll(fd, { readable: true, disconnect: true }, () => cb());
 }

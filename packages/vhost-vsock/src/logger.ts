@@ -1,0 +1,12 @@
+/** A pino-compatible logger: `logger.info({ port }, 'message')`. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const noop = (): void => {};
+
+/** The default logger: drops everything. */
+export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };

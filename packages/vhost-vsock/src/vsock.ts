@@ -1,0 +1,659 @@
+// The virtio-vsock device model: connections between the guest and host stream sockets, with
+// the credit-based flow control of the virtio specification (5.10.6.3) in both directions.
+import type { Duplex } from 'node:stream';
+import type { Logger } from './logger.js';
+import {
+  capacity,
+  decodeHeader,
+  encodeHeader,
+  gather,
+  HDR_LEN,
+  OP_CREDIT_REQUEST,
+  OP_CREDIT_UPDATE,
+  OP_NAMES,
+  OP_REQUEST,
+  OP_RESPONSE,
+  OP_RST,
+  OP_RW,
+  OP_SHUTDOWN,
+  type PacketHeader,
+  SHUTDOWN_RCV,
+  SHUTDOWN_SEND,
+  TYPE_STREAM,
+} from './packet.js';
+import type { SplitQueue } from './virtqueue.js';
+
+const MAX_PKT = 64 * 1024;
+const CLOSE_TIMEOUT_MS = 8000;
+const SHUTDOWN_BOTH = SHUTDOWN_RCV | SHUTDOWN_SEND;
+
+/** Counters of a backend (cumulative since it started). */
+export interface VhostVsockStats {
+  /** connections open now */
+  connections: number;
+  /** connections ever established (both directions) */
+  connectionsTotal: number;
+  /** payload bytes delivered from the guest to host sockets */
+  bytesFromGuest: number;
+  /** payload bytes written into the guest's rx queue */
+  bytesToGuest: number;
+  /** connection requests answered with RST (nothing listening, refused) */
+  refused: number;
+  /** device resets (front-end disconnect, RESET_OWNER, ring stop: guest reboot) */
+  deviceResets: number;
+  /** whether a vhost-user front-end (QEMU) is connected */
+  frontEndConnected: boolean;
+}
+
+/** How the device reaches the host: opens a stream for a guest connect, or refuses (null). */
+export type HostConnector = (
+  guest: { cid: number; port: number },
+  dst: { cid: number; port: number },
+) => Duplex | null;
+
+interface Conn {
+  key: string;
+  guestPort: number;
+  hostPort: number;
+  hostCid: number;
+  socket: Duplex;
+  state: 'connecting' | 'requesting' | 'established' | 'closing';
+  fromHost: boolean;
+  onOutcome?: (ok: boolean, hostPort: number) => void;
+  // host -> guest
+  pending: Buffer[];
+  pendingBytes: number;
+  txCnt: number;
+  peerBufAlloc: number;
+  peerFwdCnt: number;
+  creditRequested: boolean;
+  hostEof: boolean;
+  sentShutdown: number;
+  pausedForCredit: boolean;
+  // guest -> host
+  rxCnt: number;
+  fwdCnt: number;
+  lastSentFwdCnt: number;
+  guestShutdown: number;
+  closeTimer?: NodeJS.Timeout;
+  dead: boolean;
+}
+
+interface Outgoing {
+  conn: Conn | null;
+  hdr: PacketHeader;
+}
+
+/** The device's queues, set once the front-end started them. */
+export interface DeviceQueues {
+  rx: SplitQueue;
+  tx: SplitQueue;
+  /** signals the driver that used buffers are available on `queue` */
+  notify(queue: SplitQueue): void;
+}
+
+export interface VsockDeviceOptions {
+  guestCid: number;
+  hostCid: number;
+  bufAlloc: number;
+  connector: HostConnector;
+  logger: Logger;
+  stats: VhostVsockStats;
+}
+
+const key = (guestPort: number, hostPort: number) => `${guestPort}:${hostPort}`;
+
+export class VsockDevice {
+  private queues: DeviceQueues | null = null;
+  private readonly conns = new Map<string, Conn>();
+  private readonly ctrl: Outgoing[] = [];
+  private readonly ready = new Set<Conn>();
+  private rxScheduled = false;
+  private nextHostPort = 0x4000_0000;
+  private readonly highWater: number;
+  private readonly lowWater: number;
+
+  constructor(private readonly o: VsockDeviceOptions) {
+    this.highWater = Math.max(o.bufAlloc, 64 * 1024);
+    this.lowWater = this.highWater >> 2;
+  }
+
+  get running(): boolean {
+    return this.queues !== null;
+  }
+
+  start(queues: DeviceQueues): void {
+    this.queues = queues;
+    this.scheduleRx();
+  }
+
+  /** Device reset: every connection is dropped (host sockets destroyed), queues forgotten. */
+  reset(reason: string): void {
+    const n = this.conns.size;
+    this.queues = null;
+    this.ctrl.length = 0;
+    this.ready.clear();
+    for (const c of [...this.conns.values()]) this.drop(c, true);
+    this.o.stats.deviceResets++;
+    this.o.logger.info({ reason, connectionsReset: n }, 'vhost-vsock: device reset');
+  }
+
+  // ------------------------------------------------------------------ tx (guest -> device)
+
+  /** Processes everything the guest queued on tx; called on a tx kick. */
+  processTx(): void {
+    const q = this.queues;
+    if (!q) return;
+    let pushed = false;
+    for (;;) {
+      const chain = q.tx.pop();
+      if (!chain) break;
+      const total = capacity(chain.readable);
+      let hdr: PacketHeader | null = null;
+      let payload: Buffer | null = null;
+      if (total >= HDR_LEN) {
+        hdr = decodeHeader(gather(chain.readable, 0, HDR_LEN));
+        const len = Math.min(hdr.len, total - HDR_LEN);
+        if (len > 0) payload = gather(chain.readable, HDR_LEN, len);
+      }
+      q.tx.push(chain.head, 0);
+      pushed = true;
+      if (hdr) this.onPacket(hdr, payload);
+      else this.o.logger.warn({ bytes: total }, 'vhost-vsock: tx buffer shorter than a header');
+      if (!this.queues) return; // reset while handling
+    }
+    if (pushed) q.notify(q.tx);
+    this.scheduleRx();
+  }
+
+  private onPacket(h: PacketHeader, payload: Buffer | null): void {
+    if (h.srcCid !== this.o.guestCid) {
+      this.o.logger.warn(
+        { srcCid: h.srcCid, guestCid: this.o.guestCid },
+        'vhost-vsock: packet with a foreign source CID dropped',
+      );
+      return;
+    }
+    if (h.type !== TYPE_STREAM) {
+      if (h.op !== OP_RST) this.sendRst(h.dstCid, h.dstPort, h.srcPort, h.type);
+      return;
+    }
+    const c = this.conns.get(key(h.srcPort, h.dstPort));
+    if (c) {
+      c.peerBufAlloc = h.bufAlloc;
+      c.peerFwdCnt = h.fwdCnt;
+      if (c.pendingBytes > 0) this.markReady(c);
+    }
+    switch (h.op) {
+      case OP_REQUEST:
+        if (c) {
+          this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+          return;
+        }
+        this.guestConnect(h);
+        return;
+      case OP_RESPONSE:
+        if (!c) {
+          this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+          return;
+        }
+        if (c.state !== 'requesting') return;
+        c.state = 'established';
+        this.o.stats.connectionsTotal++;
+        c.onOutcome?.(true, c.hostPort);
+        c.onOutcome = undefined;
+        this.pump(c);
+        return;
+      case OP_RST:
+        if (c) this.drop(c, true);
+        return;
+      case OP_SHUTDOWN:
+        if (!c) return;
+        this.onGuestShutdown(c, h.flags & SHUTDOWN_BOTH);
+        return;
+      case OP_RW:
+        if (!c) {
+          this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+          return;
+        }
+        if (payload && payload.length > 0) this.toHost(c, payload);
+        return;
+      case OP_CREDIT_UPDATE:
+        if (c) this.markReady(c);
+        return;
+      case OP_CREDIT_REQUEST:
+        if (c) this.queueCtrl(c, OP_CREDIT_UPDATE, 0);
+        return;
+      default:
+        this.o.logger.warn({ op: h.op }, 'vhost-vsock: unknown packet op dropped');
+    }
+  }
+
+  private newConn(
+    guestPort: number,
+    hostPort: number,
+    hostCid: number,
+    socket: Duplex,
+    fromHost: boolean,
+  ): Conn {
+    const c: Conn = {
+      key: key(guestPort, hostPort),
+      guestPort,
+      hostPort,
+      hostCid,
+      socket,
+      state: fromHost ? 'requesting' : 'connecting',
+      fromHost,
+      pending: [],
+      pendingBytes: 0,
+      txCnt: 0,
+      peerBufAlloc: 0,
+      peerFwdCnt: 0,
+      creditRequested: false,
+      hostEof: false,
+      sentShutdown: 0,
+      pausedForCredit: false,
+      rxCnt: 0,
+      fwdCnt: 0,
+      lastSentFwdCnt: 0,
+      guestShutdown: 0,
+      dead: false,
+    };
+    this.conns.set(c.key, c);
+    this.o.stats.connections = this.conns.size;
+    return c;
+  }
+
+  private guestConnect(h: PacketHeader): void {
+    let socket: Duplex | null = null;
+    try {
+      socket = this.o.connector(
+        { cid: h.srcCid, port: h.srcPort },
+        { cid: h.dstCid, port: h.dstPort },
+      );
+    } catch (err) {
+      this.o.logger.warn({ err, port: h.dstPort }, 'vhost-vsock: host connect failed');
+    }
+    if (!socket) {
+      this.o.stats.refused++;
+      this.o.logger.debug({ port: h.dstPort }, 'vhost-vsock: nothing listens; RST');
+      this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+      return;
+    }
+    const c = this.newConn(h.srcPort, h.dstPort, h.dstCid, socket, false);
+    c.peerBufAlloc = h.bufAlloc;
+    c.peerFwdCnt = h.fwdCnt;
+    socket.pause();
+    const onConnect = () => {
+      if (c.dead) return;
+      socket.off('error', onEarlyError);
+      c.state = 'established';
+      this.o.stats.connectionsTotal++;
+      this.queueCtrl(c, OP_RESPONSE, 0);
+      this.pump(c);
+    };
+    const onEarlyError = (err: Error) => {
+      if (c.dead) return;
+      this.o.stats.refused++;
+      this.o.logger.debug({ err, port: h.dstPort }, 'vhost-vsock: host refused; RST');
+      this.drop(c, true);
+    };
+    socket.once('error', onEarlyError);
+    // net.Socket emits 'connect'; an in-process stream is connected at once.
+    if ((socket as Duplex & { connecting?: boolean }).connecting) socket.once('connect', onConnect);
+    else process.nextTick(onConnect);
+  }
+
+  /** A host client asks for guest port `port`; `onOutcome` says whether the guest accepted. */
+  hostConnect(
+    port: number,
+    socket: Duplex,
+    onOutcome: (ok: boolean, hostPort: number) => void,
+  ): void {
+    if (!this.queues) {
+      onOutcome(false, 0);
+      return;
+    }
+    let hostPort = this.nextHostPort;
+    while (this.conns.has(key(port, hostPort))) hostPort++;
+    this.nextHostPort = hostPort >= 0xffff_fff0 ? 0x4000_0000 : hostPort + 1;
+    const c = this.newConn(port, hostPort, this.o.hostCid, socket, true);
+    c.onOutcome = onOutcome;
+    socket.pause();
+    socket.once('error', () => c.state !== 'established' && this.drop(c, true));
+    socket.once('close', () => c.state !== 'established' && this.drop(c, true));
+    this.queueCtrl(c, OP_REQUEST, 0);
+  }
+
+  /** Wires the host socket of an established connection. */
+  private pump(c: Conn): void {
+    const s = c.socket;
+    s.on('data', (chunk: Buffer) => {
+      if (c.dead) return;
+      if (c.guestShutdown & SHUTDOWN_RCV) return; // the guest reads no more: discard
+      c.pending.push(chunk);
+      c.pendingBytes += chunk.length;
+      if (c.pendingBytes >= this.highWater && !c.pausedForCredit) {
+        c.pausedForCredit = true;
+        s.pause();
+      }
+      this.markReady(c);
+    });
+    s.on('end', () => {
+      if (c.dead) return;
+      c.hostEof = true;
+      this.markReady(c);
+    });
+    s.on('error', (err: Error) => {
+      if (c.dead) return;
+      this.o.logger.debug({ err, guestPort: c.guestPort }, 'vhost-vsock: host socket error; RST');
+      this.drop(c, true);
+    });
+    s.on('close', () => {
+      if (c.dead) return;
+      if (!c.hostEof) {
+        this.drop(c, true); // closed without EOF: a reset
+        return;
+      }
+      c.state = 'closing';
+      this.markReady(c); // full SHUTDOWN goes once pending data is out
+    });
+    s.resume();
+  }
+
+  private toHost(c: Conn, payload: Buffer): void {
+    if (c.state !== 'established' && c.state !== 'closing') return;
+    c.rxCnt = (c.rxCnt + payload.length) >>> 0;
+    const s = c.socket;
+    if (s.destroyed || s.writableEnded) {
+      this.deliver(c, payload.length);
+      return;
+    }
+    s.write(payload, (err) => {
+      if (err || c.dead) return;
+      this.deliver(c, payload.length);
+    });
+  }
+
+  private deliver(c: Conn, n: number): void {
+    c.fwdCnt = (c.fwdCnt + n) >>> 0;
+    this.o.stats.bytesFromGuest += n;
+    // Tell the guest about freed space when its view of our buffer runs low (it stalls at 0).
+    const inFlightSeen = (c.rxCnt - c.lastSentFwdCnt) >>> 0;
+    const freeSeen = this.o.bufAlloc - inFlightSeen;
+    if (freeSeen < this.o.bufAlloc / 2 && c.fwdCnt !== c.lastSentFwdCnt) {
+      this.queueCtrl(c, OP_CREDIT_UPDATE, 0);
+    }
+  }
+
+  private onGuestShutdown(c: Conn, flags: number): void {
+    const before = c.guestShutdown;
+    c.guestShutdown |= flags;
+    if (flags & SHUTDOWN_SEND && !(before & SHUTDOWN_SEND) && c.state !== 'closing') {
+      if (!c.socket.destroyed) c.socket.end();
+    }
+    if (flags & SHUTDOWN_RCV) {
+      c.pending.length = 0;
+      c.pendingBytes = 0;
+      if (c.pausedForCredit) {
+        c.pausedForCredit = false;
+        c.socket.resume();
+      }
+    }
+    if (c.guestShutdown === SHUTDOWN_BOTH) {
+      // The guest closed: finish the host side after queued writes, answer with RST.
+      this.sendRst(c.hostCid, c.hostPort, c.guestPort);
+      this.forget(c);
+      const s = c.socket;
+      if (!s.destroyed) {
+        if (!s.writableEnded) s.end();
+        s.resume();
+        if (s.writableFinished) s.destroy();
+        else s.once('finish', () => s.destroy());
+      }
+    }
+  }
+
+  /** Resets one connection: RST to the guest (if asked) and the host socket destroyed. */
+  private drop(c: Conn, rst: boolean): void {
+    if (c.dead) return;
+    if (rst && this.queues) this.sendRst(c.hostCid, c.hostPort, c.guestPort);
+    this.forget(c);
+    if (c.onOutcome) {
+      const cb = c.onOutcome;
+      c.onOutcome = undefined;
+      cb(false, 0);
+    }
+    c.socket.destroy();
+  }
+
+  private forget(c: Conn): void {
+    c.dead = true;
+    if (c.closeTimer) clearTimeout(c.closeTimer);
+    this.ready.delete(c);
+    this.conns.delete(c.key);
+    this.o.stats.connections = this.conns.size;
+  }
+
+  // ------------------------------------------------------------------ rx (device -> guest)
+
+  private header(c: Conn | null, op: number, flags: number, len: number): PacketHeader {
+    return {
+      srcCid: c ? c.hostCid : 0,
+      dstCid: this.o.guestCid,
+      srcPort: c ? c.hostPort : 0,
+      dstPort: c ? c.guestPort : 0,
+      len,
+      type: TYPE_STREAM,
+      op,
+      flags,
+      bufAlloc: this.o.bufAlloc,
+      fwdCnt: c ? c.fwdCnt : 0,
+    };
+  }
+
+  private queueCtrl(c: Conn, op: number, flags: number): void {
+    this.ctrl.push({ conn: c, hdr: this.header(c, op, flags, 0) });
+    this.scheduleRx();
+  }
+
+  private sendRst(srcCid: number, srcPort: number, dstPort: number, type = TYPE_STREAM): void {
+    const hdr: PacketHeader = {
+      srcCid,
+      dstCid: this.o.guestCid,
+      srcPort,
+      dstPort,
+      len: 0,
+      type,
+      op: OP_RST,
+      flags: 0,
+      bufAlloc: 0,
+      fwdCnt: 0,
+    };
+    this.ctrl.push({ conn: null, hdr });
+    this.scheduleRx();
+  }
+
+  private markReady(c: Conn): void {
+    this.ready.add(c);
+    this.scheduleRx();
+  }
+
+  scheduleRx(): void {
+    if (this.rxScheduled) return;
+    this.rxScheduled = true;
+    setImmediate(() => {
+      this.rxScheduled = false;
+      this.processRx();
+    });
+  }
+
+  private credit(c: Conn): number {
+    const inFlight = (c.txCnt - c.peerFwdCnt) >>> 0;
+    return Math.max(0, c.peerBufAlloc - inFlight);
+  }
+
+  /** Fills the guest's rx buffers: control packets first, then data round-robin. */
+  processRx(): void {
+    const q = this.queues;
+    if (!q) return;
+    let pushed = false;
+    const hdrBuf = Buffer.alloc(HDR_LEN);
+    for (;;) {
+      let out: Outgoing | undefined = this.ctrl.shift();
+      let data: Buffer[] = [];
+      let dataLen = 0;
+      let conn: Conn | null = null;
+      if (!out) {
+        conn = this.nextReady();
+        if (!conn) {
+          if (this.ctrl.length) continue; // a CREDIT_REQUEST was queued
+          break;
+        }
+      }
+      const chain = q.rx.pop();
+      if (!chain) {
+        if (out) this.ctrl.unshift(out);
+        else if (conn) this.ready.add(conn);
+        break; // the guest kicks rx when it adds buffers
+      }
+      const room = capacity(chain.writable) - HDR_LEN;
+      if (room < 0) {
+        q.rx.push(chain.head, 0);
+        pushed = true;
+        if (out) this.ctrl.unshift(out);
+        else if (conn) this.ready.add(conn);
+        continue;
+      }
+      if (conn) {
+        // data, or the SHUTDOWN that follows the last of it
+        const c = conn;
+        if (c.pendingBytes > 0) {
+          const n = Math.min(c.pendingBytes, this.credit(c), room, MAX_PKT);
+          ({ data, dataLen } = this.take(c, n));
+          c.txCnt = (c.txCnt + dataLen) >>> 0;
+          this.o.stats.bytesToGuest += dataLen;
+          out = { conn: c, hdr: this.header(c, OP_RW, 0, dataLen) };
+          if (c.pausedForCredit && c.pendingBytes <= this.lowWater) {
+            c.pausedForCredit = false;
+            if (!c.dead) c.socket.resume();
+          }
+        } else {
+          out = this.shutdownFor(c) ?? undefined;
+        }
+        if (c.pendingBytes > 0 || (this.wantsShutdown(c) && out?.hdr.op === OP_RW)) {
+          this.ready.add(c);
+        }
+        if (!out) {
+          // nothing after all: give the chain back unused (length 0 is allowed for rx)
+          q.rx.push(chain.head, 0);
+          pushed = true;
+          continue;
+        }
+      }
+      if (!out) break;
+      const o = out;
+      if (o.conn) {
+        if (o.conn.dead && o.hdr.op !== OP_RST) {
+          q.rx.push(chain.head, 0);
+          pushed = true;
+          continue;
+        }
+        o.hdr.fwdCnt = o.conn.fwdCnt;
+        o.conn.lastSentFwdCnt = o.conn.fwdCnt;
+      }
+      encodeHeader(o.hdr, hdrBuf);
+      const written = scatterInto(chain.writable, hdrBuf, data);
+      q.rx.push(chain.head, written);
+      pushed = true;
+    }
+    if (pushed) q.notify(q.rx);
+  }
+
+  private wantsShutdown(c: Conn): boolean {
+    return (
+      (c.hostEof && !(c.sentShutdown & SHUTDOWN_SEND)) ||
+      (c.state === 'closing' && c.sentShutdown !== SHUTDOWN_BOTH)
+    );
+  }
+
+  private shutdownFor(c: Conn): Outgoing | null {
+    if (c.pendingBytes > 0 || c.dead) return null;
+    if (c.state === 'closing' && c.sentShutdown !== SHUTDOWN_BOTH) {
+      c.sentShutdown = SHUTDOWN_BOTH;
+      c.closeTimer = setTimeout(() => this.drop(c, true), CLOSE_TIMEOUT_MS);
+      c.closeTimer.unref();
+      return { conn: c, hdr: this.header(c, OP_SHUTDOWN, SHUTDOWN_BOTH, 0) };
+    }
+    if (c.hostEof && !(c.sentShutdown & SHUTDOWN_SEND)) {
+      c.sentShutdown |= SHUTDOWN_SEND;
+      return { conn: c, hdr: this.header(c, OP_SHUTDOWN, SHUTDOWN_SEND, 0) };
+    }
+    return null;
+  }
+
+  /** The next connection that has something to send now (data with credit, or a shutdown). */
+  private nextReady(): Conn | null {
+    for (const c of this.ready) {
+      this.ready.delete(c);
+      if (c.dead || c.state === 'connecting' || c.state === 'requesting') continue;
+      if (c.pendingBytes > 0) {
+        if (this.credit(c) > 0) return c;
+        if (!c.creditRequested) {
+          c.creditRequested = true;
+          this.ctrl.push({ conn: c, hdr: this.header(c, OP_CREDIT_REQUEST, 0, 0) });
+        }
+        continue; // waits for the guest's CREDIT_UPDATE, which marks it ready again
+      }
+      if (this.wantsShutdown(c)) return c;
+    }
+    return null;
+  }
+
+  private take(c: Conn, n: number): { data: Buffer[]; dataLen: number } {
+    const data: Buffer[] = [];
+    let left = n;
+    while (left > 0 && c.pending.length) {
+      const head = c.pending[0] as Buffer;
+      if (head.length <= left) {
+        data.push(head);
+        c.pending.shift();
+        left -= head.length;
+      } else {
+        data.push(head.subarray(0, left));
+        c.pending[0] = head.subarray(left);
+        left = 0;
+      }
+    }
+    const dataLen = n - left;
+    c.pendingBytes -= dataLen;
+    if (dataLen > 0) c.creditRequested = false;
+    return { data, dataLen };
+  }
+}
+
+function scatterInto(bufs: readonly Buffer[], hdr: Buffer, data: readonly Buffer[]): number {
+  let bi = 0;
+  let bo = 0;
+  let total = 0;
+  const put = (p: Buffer) => {
+    let po = 0;
+    while (po < p.length) {
+      const b = bufs[bi];
+      if (!b) return;
+      const n = p.copy(b, bo, po);
+      po += n;
+      bo += n;
+      total += n;
+      if (bo >= b.length) {
+        bi++;
+        bo = 0;
+      }
+    }
+  };
+  put(hdr);
+  for (const d of data) put(d);
+  return total;
+}
+
+export { OP_NAMES };
