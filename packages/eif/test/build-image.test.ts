@@ -124,6 +124,7 @@ describe('buildEif from images', () => {
     await writeDir(oci, ociFiles(spec));
     const err = await buildEif({
       blobs,
+      kernel: join(blobs, 'bzImage'),
       arch: 'aarch64',
       rootfs: { type: 'oci-layout', path: oci },
       output: join(dir, 'arch.eif'),
