@@ -112,8 +112,12 @@ export interface BuildEifResult extends WriteEifResult {
   arch: EifArch;
 }
 
-function missing(what: string, path: string, hint: string): EifError {
-  return new EifError('ERR_EIF_BLOB_MISSING', `${what}: ${path} ${hint}`, { field: what, path });
+function missing(what: string, path: string, hint: string, cause?: unknown): EifError {
+  return new EifError('ERR_EIF_BLOB_MISSING', `${what}: ${path} ${hint}`, {
+    field: what,
+    path,
+    ...(cause === undefined ? {} : { cause }),
+  });
 }
 
 async function checkFile(what: string, path: string): Promise<void> {
@@ -121,9 +125,7 @@ async function checkFile(what: string, path: string): Promise<void> {
   try {
     s = await stat(path);
   } catch (err) {
-    const e = missing(what, path, 'does not exist.');
-    (e as { cause?: unknown }).cause = err;
-    throw e;
+    throw missing(what, path, 'does not exist.', err);
   }
   if (!s.isFile()) throw missing(what, path, 'is not a regular file.');
 }
@@ -223,7 +225,7 @@ export async function resolveBlobs(o: BlobOptions): Promise<ResolvedBlobs> {
           throw new EifError(
             'ERR_EIF_BLOB_MISSING',
             `${err.message} Pass nsmKo: false (--no-nsm-ko) for a kernel with the NSM driver built in.`,
-            { field: 'nsm.ko', path: nsmKo },
+            { field: 'nsm.ko', path: nsmKo, cause: err },
           );
         }
         throw err;
