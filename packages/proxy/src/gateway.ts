@@ -166,6 +166,7 @@ export interface EgressGatewayOptions {
 function socksReplyCode(code: string): number {
   switch (code) {
     case 'ERR_PROXY_POLICY_DENIED':
+    case 'ERR_PROXY_UNSPECIFIED_ADDRESS':
       return 0x02;
     case 'ENETUNREACH':
       return 0x03;
@@ -184,7 +185,9 @@ function socksReplyCode(code: string): number {
 }
 
 function httpStatus(code: string): [number, string] {
-  if (code === 'ERR_PROXY_POLICY_DENIED') return [403, 'Forbidden'];
+  if (code === 'ERR_PROXY_POLICY_DENIED' || code === 'ERR_PROXY_UNSPECIFIED_ADDRESS') {
+    return [403, 'Forbidden'];
+  }
   if (code === 'ERR_PROXY_DIAL_TIMEOUT' || code === 'ETIMEDOUT' || code === 'ERR_PROXY_DNS_TIMEOUT')
     return [504, 'Gateway Timeout'];
   if (code === 'ERR_PROXY_DNS_LIMIT') return [503, 'Service Unavailable'];

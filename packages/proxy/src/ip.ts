@@ -87,6 +87,102 @@ export function parseIp(input: string): ParsedIp | undefined {
   return { family: mapped ? 4 : 6, bytes };
 }
 
+/**
+ * inet_aton(3) as glibc's getaddrinfo applies it to a host before any DNS: 1 to 4 parts split by
+ * `.`, each decimal, octal (leading `0`) or hex (`0x`), the last part filling the remaining bytes
+ * (`127.1`, `0x7f000001`, `2130706433`, `0`, `0.0`, `00000000` ...). Nothing else: a trailing dot,
+ * an empty part, a sign, space or an out-of-range part makes it a name (as glibc does).
+ */
+function parseInetAton(s: string): number[] | undefined {
+  if (s.length === 0 || s.length > 255 || !/^[0-9][0-9a-fA-FxX.]*$/.test(s)) return undefined;
+  const parts = s.split('.');
+  if (parts.length > 4) return undefined;
+  const values: bigint[] = [];
+  for (const p of parts) {
+    let v: bigint;
+    if (/^0[xX][0-9a-fA-F]+$/.test(p)) v = BigInt(`0x${p.slice(2)}`);
+    else if (/^0[0-7]*$/.test(p)) v = p.length === 1 ? 0n : BigInt(`0o${p.slice(1)}`);
+    else if (/^[1-9][0-9]*$/.test(p)) v = BigInt(p);
+    else return undefined;
+    if (v > 0xffffffffn) return undefined;
+    values.push(v);
+  }
+  const last = values.pop() as bigint;
+  if (values.some((v) => v > 0xffn)) return undefined;
+  const lastBytes = 4 - values.length;
+  if (last >= 1n << BigInt(8 * lastBytes)) return undefined;
+  const out = values.map(Number);
+  for (let i = lastBytes - 1; i >= 0; i--) out.push(Number((last >> BigInt(8 * i)) & 0xffn));
+  return out;
+}
+
+/**
+ * Parses a requested host the way the system resolver would take it as a number, before any DNS:
+ * every form parseIp accepts plus the inet_aton shorthands (`0`, `0x0`, `127.1`, `2130706433`,
+ * `0177.0.0.1` ...). Use it to classify what a client asked for; policy rules use the strict parseIp.
+ */
+export function parseNumericHost(input: string): ParsedIp | undefined {
+  const s = input.trim();
+  // IPv6 (brackets allowed) as parseIp reads it; IPv4 as inet_aton does (`010.0.0.1` is 8.0.0.1)
+  if (s.includes(':') || s.startsWith('[')) return parseIp(s);
+  const v4 = parseInetAton(s);
+  if (!v4) return undefined;
+  const bytes = new Uint8Array(16);
+  bytes[10] = 0xff;
+  bytes[11] = 0xff;
+  bytes.set(v4, 12);
+  return { family: 4, bytes };
+}
+
+/**
+ * An address in the one form the policy decides on and the dialler connects to. IPv4-mapped
+ * (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated by RFC 4291, all but `::` and
+ * `::1`) and NAT64 (`64:ff9b::/96`, RFC 6052) spellings are mapped to the IPv4 address they embed.
+ */
+export interface CanonicalAddress {
+  /** The address the policy decides on (the embedded IPv4 for the spellings above). */
+  ip: ParsedIp;
+  /** The exact text handed to connect(): dotted quad or compressed IPv6, never a name. */
+  text: string;
+  family: 4 | 6;
+  /** For a NAT64 address: the IPv6 address dialled (text), whose embedded IPv4 is `ip`. */
+  nat64?: ParsedIp;
+  /**
+   * 0.0.0.0/8 or `::` (also when embedded): Linux turns a connect() to it into one to this host's
+   * own loopback, so it is never dialled.
+   */
+  unspecified: boolean;
+}
+
+function v4Of(bytes: Uint8Array): ParsedIp {
+  const b = new Uint8Array(16);
+  b[10] = 0xff;
+  b[11] = 0xff;
+  b.set(bytes.subarray(12, 16), 12);
+  return { family: 4, bytes: b };
+}
+
+/** Canonicalises an address (any spelling parseNumericHost accepts); undefined when it is not one. */
+export function canonicalAddress(input: string | ParsedIp): CanonicalAddress | undefined {
+  const parsed = typeof input === 'string' ? parseNumericHost(input) : input;
+  if (!parsed) return undefined;
+  const b = parsed.bytes;
+  const zeros = (from: number, to: number) => b.subarray(from, to).every((x) => x === 0);
+  const v4 = (ip: ParsedIp, nat64?: ParsedIp): CanonicalAddress => ({
+    ip,
+    text: nat64 ? formatIp(nat64) : formatIp(ip),
+    family: nat64 ? 6 : 4,
+    ...(nat64 ? { nat64 } : {}),
+    unspecified: ip.bytes[12] === 0,
+  });
+  if (parsed.family === 4) return v4(v4Of(b));
+  if (zeros(0, 12) && !(zeros(12, 15) && (b[15] ?? 0) <= 1)) return v4(v4Of(b)); // ::a.b.c.d
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && zeros(4, 12)) {
+    return v4(v4Of(b), { family: 6, bytes: b.slice() }); // 64:ff9b::a.b.c.d
+  }
+  return { ip: parsed, text: formatIp(parsed), family: 6, unspecified: zeros(0, 16) };
+}
+
 /** True for a literal IPv4/IPv6 address (what skips DNS). */
 export function isIpLiteral(s: string): boolean {
   return parseIp(s) !== undefined || isIP(s) !== 0;

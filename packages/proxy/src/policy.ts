@@ -1,5 +1,14 @@
 import { ProxyError } from './errors.js';
-import { type Cidr, cidrContains, formatIp, parseCidr, parseIp } from './ip.js';
+import {
+  type CanonicalAddress,
+  type Cidr,
+  canonicalAddress,
+  cidrContains,
+  formatIp,
+  parseCidr,
+  parseIp,
+  parseNumericHost,
+} from './ip.js';
 
 /** Ports of a rule: any port, or a list of inclusive ranges. */
 export type PortSet = 'any' | ReadonlyArray<readonly [number, number]>;
@@ -21,9 +30,17 @@ export interface PolicyConfig {
   deny?: ReadonlyArray<PolicyRule>;
 }
 
+/**
+ * Why a connection is refused: `ERR_PROXY_POLICY_DENIED` (a deny rule, or no allow rule), or
+ * `ERR_PROXY_UNSPECIFIED_ADDRESS` (0.0.0.0/8 or `::`, in any spelling: never dialled, whatever the rules).
+ */
+export type PolicyRefusalCode = 'ERR_PROXY_POLICY_DENIED' | 'ERR_PROXY_UNSPECIFIED_ADDRESS';
+
 export type PolicyDecision =
   | { allowed: true; rule: string }
-  | { allowed: false; reason: string; rule?: string };
+  | { allowed: false; code: PolicyRefusalCode; reason: string; rule?: string };
+
+const DENIED = 'ERR_PROXY_POLICY_DENIED' as const;
 
 interface CompiledRule {
   text: string;
@@ -73,7 +90,22 @@ function compileHost(rule: unknown, text: string): Pick<CompiledRule, 'host' | '
   const t = normalizeHost(text);
   if (t === '') throw badRule(rule, 'the host is empty');
   if (t === '*') return { host: { name: '*', wildcard: false, any: true } };
-  if (t.includes('/') || parseIp(t)) {
+  const addressPart = t.includes('/') ? t.slice(0, t.indexOf('/')) : t;
+  const strict = parseIp(addressPart);
+  const numeric = parseNumericHost(addressPart);
+  if (
+    !addressPart.includes(':') &&
+    numeric &&
+    (!strict || formatIp(strict) !== formatIp(numeric))
+  ) {
+    // `127.1`, `10`, `0x7f000001`, `010.0.0.1`: the system resolver reads these as numbers
+    // (inet_aton), so as a name they would never match; with leading zeros they are ambiguous.
+    throw badRule(
+      rule,
+      `"${text}" is a shorthand or leading-zero IPv4 form (the system reads it as ${formatIp(numeric)}); write the dotted quad without leading zeros`,
+    );
+  }
+  if (t.includes('/') || strict) {
     const cidr = parseCidr(t);
     if (!cidr) throw badRule(rule, `"${text}" is not a valid IP address or CIDR`);
     return { cidr };
@@ -134,6 +166,28 @@ function hostMatches(rule: CompiledRule, name: string): boolean {
   return name === h.name;
 }
 
+function describeDest(name: string | undefined, dest: CanonicalAddress): string {
+  const shown =
+    dest.nat64 !== undefined ? `${dest.text} (NAT64 of ${formatIp(dest.ip)})` : dest.text;
+  return name && name !== dest.text ? `${name} (${shown})` : shown;
+}
+
+/**
+ * The refusal of an unspecified address (0.0.0.0/8 or `::`, also embedded), whatever any policy
+ * says: Linux turns a connect() to it into one to this host's own loopback. Undefined otherwise.
+ */
+export function unspecifiedRefusal(
+  name: string | undefined,
+  dest: CanonicalAddress,
+): PolicyDecision | undefined {
+  if (!dest.unspecified) return undefined;
+  return {
+    allowed: false,
+    code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
+    reason: `${describeDest(name, dest)} is an unspecified address (0.0.0.0/8 or ::), which Linux connects to this host itself; it is never dialled`,
+  };
+}
+
 /**
  * An outbound allow/deny policy. Deny rules win. Names are compared lower case without the
  * trailing dot; addresses are compared in binary (IPv4-mapped IPv6 equals IPv4). A connection is
@@ -165,12 +219,13 @@ export class Policy {
    */
   precheck(host: string, port: number): PolicyDecision | undefined {
     const name = normalizeHost(host);
-    const ip = parseIp(name);
+    const ip = parseNumericHost(name);
     if (ip) return this.checkAddress(undefined, formatIp(ip), port);
     for (const r of this.denyRules) {
       if (r.host && !r.host.any && hostMatches(r, name) && portMatches(r.ports, port)) {
         return {
           allowed: false,
+          code: DENIED,
           reason: `host ${name} port ${port} matches deny rule "${r.text}"`,
           rule: r.text,
         };
@@ -180,26 +235,43 @@ export class Policy {
       (r) => portMatches(r.ports, port) && (r.cidr !== undefined || hostMatches(r, name)),
     );
     if (!couldAllow)
-      return { allowed: false, reason: `no allow rule matches ${name} port ${port}` };
+      return { allowed: false, code: DENIED, reason: `no allow rule matches ${name} port ${port}` };
     return undefined;
   }
 
-  /** Checks one address that would be dialled for `host` (undefined when an IP literal was asked). */
+  /**
+   * Checks one address that would be dialled for `host` (undefined when an IP literal was asked).
+   * The address is canonicalised first (canonicalAddress): an IPv4-mapped, IPv4-compatible or
+   * NAT64 spelling is decided as the IPv4 address it embeds (a NAT64 address is also matched as
+   * itself), and an unspecified address (0.0.0.0/8, `::`) is refused whatever the rules say.
+   */
   checkAddress(host: string | undefined, address: string, port: number): PolicyDecision {
     const name = host === undefined ? undefined : normalizeHost(host);
-    const ip = parseIp(address);
-    if (!ip) return { allowed: false, reason: `"${address}" is not an IP address` };
-    const shown = formatIp(ip);
-    const what = name && name !== shown ? `${name} (${shown})` : shown;
+    const dest = canonicalAddress(address);
+    if (!dest) return { allowed: false, code: DENIED, reason: `"${address}" is not an IP address` };
+    return this.checkCanonical(name, dest, port);
+  }
+
+  private checkCanonical(
+    name: string | undefined,
+    dest: CanonicalAddress,
+    port: number,
+  ): PolicyDecision {
+    const unspecified = unspecifiedRefusal(name, dest);
+    if (unspecified) return unspecified;
+    const what = describeDest(name, dest);
+    const inCidr = (c: Cidr) =>
+      cidrContains(c, dest.ip) || (dest.nat64 !== undefined && cidrContains(c, dest.nat64));
     for (const r of this.denyRules) {
       if (!portMatches(r.ports, port)) continue;
       if (
-        (r.cidr && cidrContains(r.cidr, ip)) ||
+        (r.cidr && inCidr(r.cidr)) ||
         (name !== undefined && hostMatches(r, name)) ||
         r.host?.any
       ) {
         return {
           allowed: false,
+          code: DENIED,
           reason: `${what} port ${port} matches deny rule "${r.text}"`,
           rule: r.text,
         };
@@ -208,23 +280,24 @@ export class Policy {
     for (const r of this.allowRules) {
       if (!portMatches(r.ports, port)) continue;
       if (
-        (r.cidr && cidrContains(r.cidr, ip)) ||
+        (r.cidr && inCidr(r.cidr)) ||
         r.host?.any ||
         (name !== undefined && hostMatches(r, name))
       ) {
         return { allowed: true, rule: r.text };
       }
     }
-    return { allowed: false, reason: `no allow rule matches ${what} port ${port}` };
+    return { allowed: false, code: DENIED, reason: `no allow rule matches ${what} port ${port}` };
   }
 
   /** Checks a connection to `host:port` that resolved to `addresses`: every one must pass. */
   check(host: string, port: number, addresses: ReadonlyArray<string>): PolicyDecision {
     const pre = this.precheck(host, port);
     if (pre && !pre.allowed) return pre;
-    const name = parseIp(normalizeHost(host)) ? undefined : host;
-    if (addresses.length === 0) return { allowed: false, reason: `${host} resolved to no address` };
-    let last: PolicyDecision = { allowed: false, reason: 'no address' };
+    const name = parseNumericHost(normalizeHost(host)) ? undefined : host;
+    if (addresses.length === 0)
+      return { allowed: false, code: DENIED, reason: `${host} resolved to no address` };
+    let last: PolicyDecision = { allowed: false, code: DENIED, reason: 'no address' };
     for (const a of addresses) {
       last = this.checkAddress(name, a, port);
       if (!last.allowed) return last;

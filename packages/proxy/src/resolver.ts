@@ -1,7 +1,7 @@
 import { type ResolverOptions as DnsResolverOptions, promises as dns } from 'node:dns';
 import { readFileSync, statSync } from 'node:fs';
 import { errorCode, errorMessage, ProxyError } from './errors.js';
-import { formatIp, parseIp } from './ip.js';
+import { formatIp, parseIp, parseNumericHost } from './ip.js';
 
 export interface ResolvedAddress {
   address: string;
@@ -331,7 +331,8 @@ export function createResolver(options: ResolverOptions = {}): Resolver {
 
   return {
     async resolve(host: string, opts: ResolveOptions = {}): Promise<ResolvedAddress[]> {
-      const ip = parseIp(host);
+      // numeric hosts as getaddrinfo reads them (`0x7f.1`, `2130706433`) are never DNS queries
+      const ip = parseNumericHost(host);
       if (ip) return [{ address: formatIp(ip), family: ip.family }];
       const key = host.toLowerCase();
       const hit = cache.get(key);

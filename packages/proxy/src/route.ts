@@ -88,6 +88,7 @@ interface Conn {
 
 const NO_RETRY = new Set([
   'ERR_PROXY_POLICY_DENIED',
+  'ERR_PROXY_UNSPECIFIED_ADDRESS',
   'ERR_PROXY_ABORTED',
   'ERR_PROXY_GATEWAY_PROTOCOL',
   'ERR_PROXY_BAD_ENDPOINT',
@@ -120,6 +121,7 @@ export function peerIdOf(s: ProxySocket): string {
 /** Counted in ee_proxy_connections_refused_total{reason} when a dial fails with this code. */
 const REFUSAL_REASON: Record<string, string> = {
   ERR_PROXY_POLICY_DENIED: 'policy',
+  ERR_PROXY_UNSPECIFIED_ADDRESS: 'policy',
   ERR_PROXY_DNS_TIMEOUT: 'dns_timeout',
   ERR_PROXY_DNS_LIMIT: 'dns_limit',
 };

@@ -4,7 +4,8 @@ import type { Duplex } from 'node:stream';
 import type { VsockTransport } from '@enclave-extras/vsock';
 import { describeEndpoint, type Endpoint, formatHostPort, VMADDR_CID_ANY } from './endpoint.js';
 import { errorCode, errorMessage, ProxyError, socketError } from './errors.js';
-import { normalizeHost, type Policy } from './policy.js';
+import { type CanonicalAddress, canonicalAddress, formatIp, parseNumericHost } from './ip.js';
+import { normalizeHost, type Policy, unspecifiedRefusal } from './policy.js';
 import { createResolver, type Resolver } from './resolver.js';
 
 /** A connected byte stream: a net.Socket, a VsockSocket, or anything Duplex with destroy(). */
@@ -269,9 +270,23 @@ function sharedResolver(): Resolver {
   return defaultResolver;
 }
 
+function refusal(decision: { code: string; reason: string; rule?: string }, shown: string) {
+  return new ProxyError(
+    decision.code,
+    `Connection to ${shown} refused by policy: ${decision.reason}.`,
+    {
+      address: shown,
+      details: { reason: decision.reason, ...(decision.rule ? { rule: decision.rule } : {}) },
+    },
+  );
+}
+
 /**
- * Dials a TCP `host:port`: checks the policy on the name, resolves (IP literals skip DNS), checks
- * the policy on every resolved address, then tries the addresses in order until one connects.
+ * Dials a TCP `host:port`: checks the policy on the name, resolves (IP literals, including the
+ * inet_aton forms getaddrinfo reads as numbers, skip DNS), canonicalises every address
+ * (canonicalAddress) and checks exactly that form against the policy, then connects to that same
+ * canonical text, trying the addresses in order. An unspecified address (0.0.0.0/8, `::`, also
+ * embedded in a mapped/compatible/NAT64 spelling) is never dialled, with or without a policy.
  */
 export async function dialTcp(
   host: string,
@@ -279,57 +294,65 @@ export async function dialTcp(
   options: DialOptions = {},
 ): Promise<net.Socket> {
   const name = normalizeHost(host);
+  const literal = parseNumericHost(name);
   const shown = formatHostPort(name, port);
   if (options.policy) {
     const pre = options.policy.precheck(name, port);
-    if (pre && !pre.allowed) {
-      throw new ProxyError(
-        'ERR_PROXY_POLICY_DENIED',
-        `Connection to ${shown} refused by policy: ${pre.reason}.`,
-        {
-          address: shown,
-          details: { reason: pre.reason, ...(pre.rule ? { rule: pre.rule } : {}) },
-        },
-      );
-    }
+    if (pre && !pre.allowed) throw refusal(pre, shown);
   }
   const resolver = options.resolver ?? sharedResolver();
-  const addresses = await resolver.resolve(name, options.peer ? { peer: options.peer } : {});
+  // a numeric host goes to the resolver in canonical form, so it never becomes a DNS query
+  const query = literal ? formatIp(literal) : name;
+  const addresses = await resolver.resolve(query, options.peer ? { peer: options.peer } : {});
   if (options.signal?.aborted) throw abortError(options.signal, shown);
-  if (options.policy) {
-    const d = options.policy.check(
-      name,
-      port,
-      addresses.map((a) => a.address),
-    );
-    if (!d.allowed) {
+  // The one canonicalisation: what the policy and the unspecified check see is what is dialled.
+  const targets: CanonicalAddress[] = [];
+  for (const a of addresses) {
+    const dest = canonicalAddress(a.address);
+    if (!dest) {
       throw new ProxyError(
-        'ERR_PROXY_POLICY_DENIED',
-        `Connection to ${shown} refused by policy: ${d.reason}.`,
-        {
-          address: shown,
-          details: { reason: d.reason, ...(d.rule ? { rule: d.rule } : {}) },
-        },
+        'ERR_PROXY_DNS',
+        `Resolving ${name} returned ${JSON.stringify(a.address)}, which is not an IP address.`,
+        { address: shown, syscall: 'getaddrinfo' },
       );
     }
+    const asked = literal ? undefined : name;
+    const decision = options.policy
+      ? options.policy.checkAddress(asked, dest.text, port)
+      : unspecifiedRefusal(asked, dest);
+    if (decision && !decision.allowed) throw refusal(decision, shown);
+    targets.push(dest);
+  }
+  if (targets.length === 0) {
+    throw new ProxyError('ERR_PROXY_DNS', `Resolving ${name} returned no address.`, {
+      address: shown,
+      syscall: 'getaddrinfo',
+    });
   }
   let lastError: unknown;
-  for (const a of addresses) {
-    const addr = formatHostPort(a.address, port);
+  for (const dest of targets) {
+    const addr = formatHostPort(dest.text, port);
     try {
-      const socket = net.connect({ host: a.address, port, allowHalfOpen: true, noDelay: true });
+      // an IP literal: net.connect does no lookup of its own, so this text is what connect() gets
+      const socket = net.connect({
+        host: dest.text,
+        family: dest.family,
+        port,
+        allowHalfOpen: true,
+        noDelay: true,
+      });
       return await awaitConnect(socket, addr, options.timeoutMs, options.signal);
     } catch (err) {
       if (options.signal?.aborted) throw err;
       lastError = err;
     }
   }
-  if (addresses.length > 1) {
+  if (targets.length > 1) {
     const e =
       lastError instanceof ProxyError ? lastError : socketError(lastError, shown, 'Connecting to');
     throw new ProxyError(
       e.code,
-      `Connecting to ${shown} failed on all ${addresses.length} addresses; last: ${errorMessage(lastError)}`,
+      `Connecting to ${shown} failed on all ${targets.length} addresses; last: ${errorMessage(lastError)}`,
       { cause: lastError, address: shown, ...(e.syscall ? { syscall: e.syscall } : {}) },
     );
   }

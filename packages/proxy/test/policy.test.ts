@@ -4,7 +4,6 @@ import {
   createResolver,
   createRoute,
   dialTcp,
-  getaddrinfoLookup,
   type LookupFunction,
   Policy,
   ProxyError,
@@ -71,6 +70,52 @@ describe('Policy rules', () => {
     expect(ok('0:0:0:0:0:0:0:1', 443, ['0:0:0:0:0:0:0:1'])).toBe(false);
     expect(ok('192.0.2.7', 9, ['192.0.2.7'])).toBe(true);
   });
+
+  it('decides IPv4-mapped, IPv4-compatible and NAT64 spellings as the IPv4 address they embed', () => {
+    const lo = new Policy({ allow: ['*:80'], deny: ['127.0.0.0/8', '[::1]'] });
+    for (const a of ['::ffff:127.0.0.1', '::127.0.0.1', '::7f00:1', '64:ff9b::7f00:1', '127.1']) {
+      expect(lo.check(a, 80, [a])).toMatchObject({
+        allowed: false,
+        code: 'ERR_PROXY_POLICY_DENIED',
+        rule: '127.0.0.0/8',
+      });
+      // ... also when a name resolves to that spelling
+      expect(lo.check('name.test', 80, [a])).toMatchObject({ allowed: false, rule: '127.0.0.0/8' });
+    }
+    // an allow rule for the IPv4 address allows its spellings; a deny of the NAT64 prefix denies it
+    const v4 = new Policy({
+      allow: ['192.0.2.0/24:443', '[64:ff9b::/96]:443'],
+      deny: ['[64:ff9b::/96]:80'],
+    });
+    expect(v4.check('::192.0.2.5', 443, ['::192.0.2.5']).allowed).toBe(true);
+    expect(v4.check('64:ff9b::c000:205', 443, ['64:ff9b::c000:205']).allowed).toBe(true);
+    expect(v4.check('64:ff9b::c000:205', 80, ['64:ff9b::c000:205']).allowed).toBe(false);
+    expect(v4.check('::ffff:192.0.3.1', 443, ['::ffff:192.0.3.1']).allowed).toBe(false);
+  });
+
+  it('refuses every spelling of the unspecified address with its own code, whatever the rules', () => {
+    const all = new Policy({ allow: ['*', '0.0.0.0/0', '[::/0]'] });
+    for (const a of ['0.0.0.0', '0', '0x0', '00000000', '0.0', '0.1.2.3', '::', '[::]', '0::0']) {
+      expect(all.check(a, 80, [a])).toMatchObject({
+        allowed: false,
+        code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
+      });
+    }
+    for (const a of ['0.0.0.0', '::', '::ffff:0.0.0.0', '::ffff:0:0', '::0.0.0.2', '64:ff9b::']) {
+      expect(all.check('name.test', 80, [a])).toMatchObject({
+        allowed: false,
+        code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
+      });
+    }
+    expect(all.check('::1', 80, ['::1']).allowed).toBe(true);
+  });
+
+  it.each([['127.1'], ['10/8'], ['0x7f000001:443'], ['010.0.0.1'], ['010.0.0.0/8']])(
+    'rejects the ambiguous numeric rule %s (the system reads it as another address)',
+    (rule) => {
+      expect(() => new Policy({ deny: [rule] })).toThrow(/shorthand or leading-zero IPv4 form/);
+    },
+  );
 
   it('prechecks names no rule can allow, before any DNS', () => {
     const strict = new Policy({ allow: ['kms.eu-west-1.amazonaws.com:443'] });
@@ -215,19 +260,24 @@ describe('policy on real dials', () => {
     s.destroy();
   });
 
-  it('a numeric host name that the system resolver turns into a denied address is refused', async () => {
+  it('a numeric host the system resolver reads as a number (inet_aton) is decided as that address, never looked up', async () => {
     const up = await server(echo);
-    // 2130706433 == 127.0.0.1; not an IP literal for us, but getaddrinfo accepts it
+    // 2130706433 == 0x7f000001 == 127.1 == 0177.0.0.1 == 127.0.0.1 for getaddrinfo
     const policy = new Policy({ allow: [`*:${up.port}`], deny: ['127.0.0.0/8'] });
-    const err = await dialTcp('2130706433', up.port, {
-      policy,
-      // getaddrinfo parses the number itself (inet_aton): no DNS query leaves the machine
-      resolver: createResolver({ lookup: getaddrinfoLookup }),
-    }).catch((e: unknown) => e);
-    expect(err).toMatchObject({
-      code: 'ERR_PROXY_POLICY_DENIED',
-      message: expect.stringContaining('2130706433 (127.0.0.1)'),
-    });
+    const calls: string[] = [];
+    for (const host of ['2130706433', '0x7f000001', '127.1', '0177.0.0.1', '0x7f.1']) {
+      const err = await dialTcp(host, up.port, {
+        policy,
+        resolver: createResolver({ lookup: fakeDns({}, calls) }),
+      }).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'ERR_PROXY_POLICY_DENIED',
+        message: expect.stringContaining(
+          `127.0.0.1 port ${up.port} matches deny rule "127.0.0.0/8"`,
+        ),
+      });
+    }
+    expect(calls).toEqual([]);
     expect(up.sockets.size).toBe(0);
   });
 });

@@ -147,6 +147,13 @@ async function vsockProxy(
       );
     }
   }
+  if (decision && !decision.allowed && decision.code === 'ERR_PROXY_UNSPECIFIED_ADDRESS') {
+    throw new ProxyError(
+      'ERR_CONFIG_INVALID',
+      `${remoteAddr}:${remotePort} is refused whatever ${configPath} says (ERR_PROXY_UNSPECIFIED_ADDRESS): ${decision.reason}. Give the address of the service to forward to.`,
+      { address: `${remoteAddr}:${remotePort}`, details: { refusal: decision.code } },
+    );
+  }
   if (decision && !decision.allowed) {
     throw new ProxyError(
       'ERR_CONFIG_INVALID',
