@@ -452,7 +452,7 @@ program
         const got = image.measurements[k as 'PCR0'];
         if (got !== v) {
           throw new EifError(
-            'ERR_EIF_SIGNATURE_INVALID',
+            'ERR_EIF_PCR_MISMATCH',
             `${file}: ${k} is ${got ?? 'absent'}, not the expected ${v}.`,
             {
               path: file,

@@ -23,6 +23,8 @@ export type EifErrorCode =
   | 'ERR_EIF_BAD_SIGNATURE_SECTION'
   /** The signature does not verify, or signs a PCR0 other than the image's. */
   | 'ERR_EIF_SIGNATURE_INVALID'
+  /** A measurement differs from the value it was required to have (`ee-eif verify --expect-pcr`). */
+  | 'ERR_EIF_PCR_MISMATCH'
   /** The EIF is not signed but a signature was required. */
   | 'ERR_EIF_NOT_SIGNED'
   /** A signing key or certificate cannot be used (format, algorithm, key/cert mismatch). */
