@@ -456,3 +456,47 @@ describe('trimCmdline (Rust str::trim, as nitro-cli)', () => {
     expect(() => trimCmdline('a\0b')).toThrow(/NUL/);
   });
 });
+
+describe('readEif under random damage', () => {
+  it('every single-byte change and every truncation is a typed EifError, never another exception', async () => {
+    const out = join(dir, 'fuzz-base.eif');
+    const written = await writeEif({
+      output: out,
+      kernel: bytes(700, 1),
+      cmdline: 'console=ttyS0',
+      metadata: META,
+      ramdisks: [bytes(300, 2), bytes(500, 3)],
+    });
+    const good = await readFile(out);
+    expect(good.length).toBe(written.size);
+    const rnd = bytes(4000, 77);
+    const p = join(dir, 'fuzz.eif');
+    const seen = new Set<string>();
+    for (let i = 0; i < 400; i++) {
+      const b = Buffer.from(good);
+      // Bias towards the header and section headers, where the structure lives.
+      const r = rnd.readUInt16BE((i * 2) % (rnd.length - 1));
+      const at = i % 2 === 0 ? r % 600 : r % b.length;
+      b[at] = b[at]! ^ (1 + (rnd[i]! % 255));
+      await writeFile(p, b);
+      const err = await readEif(p).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, `byte ${at}`).toBeInstanceOf(EifError);
+      seen.add((err as EifError).code);
+    }
+    for (let cut = 0; cut < good.length; cut += 37) {
+      await writeFile(p, good.subarray(0, cut));
+      const err = await readEif(p).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, `cut at ${cut}`).toBeInstanceOf(EifError);
+      seen.add((err as EifError).code);
+    }
+    expect(seen).toContain('ERR_EIF_BAD_CRC');
+    expect(seen).toContain('ERR_EIF_TRUNCATED');
+    expect(seen).toContain('ERR_EIF_BAD_SECTION_TABLE');
+  });
+});
