@@ -318,8 +318,13 @@ export const dnsLimitsSchema = z.strictObject({
 
 const routeLimits = {
   connectTimeoutMs: ms.optional(),
+  /** Default 600 000 (10 min); 0 = never. */
   idleTimeoutMs: ms.optional(),
   maxConnections: z.number().int().min(1).optional(),
+  /** Open connections per peer (CID / client IP); 0 = no cap. Default 1024 on vsock listeners. */
+  maxConnectionsPerPeer: z.number().int().nonnegative().optional(),
+  /** File descriptors kept free for the rest of the process; 0 = off. Default 128. */
+  fdReserve: z.number().int().nonnegative().optional(),
 };
 
 /** A policy decides on host/IP and port, so only a `tcp:` dial can honour it: refuse it elsewhere. */

@@ -7,7 +7,7 @@ import type { Logger } from './logger.js';
 import type { MetricsRegistry } from './metrics.js';
 import { normalizeHost, Policy, type PolicyConfig } from './policy.js';
 import { createResolver, type DnsLimits, type Resolver } from './resolver.js';
-import { type DialRetries, Route, withRetries } from './route.js';
+import { type DialRetries, Route, type RouteLimits, routeLimits, withRetries } from './route.js';
 import { dialEndpoint, dialTcp, type ProxySocket, type VsockOptions } from './transport.js';
 
 /*
@@ -58,7 +58,7 @@ function parseRequestLine(line: Buffer): GatewayRequest {
   return { host: r.host, port: r.port };
 }
 
-export interface EgressGatewayServerOptions {
+export interface EgressGatewayServerOptions extends RouteLimits {
   name?: string;
   /** Where the parent listens for the enclave, normally `vsock:any:PORT`. */
   listen: Endpoint | string;
@@ -70,8 +70,6 @@ export interface EgressGatewayServerOptions {
   logger?: Logger;
   vsock?: VsockOptions;
   connectTimeoutMs?: number;
-  idleTimeoutMs?: number;
-  maxConnections?: number;
   dialRetries?: DialRetries;
   metrics?: MetricsRegistry;
 }
@@ -88,8 +86,7 @@ export function createEgressGatewayServer(options: EgressGatewayServerOptions): 
     name: options.name ?? 'egress',
     listen: options.listen,
     connectTimeoutMs: timeout,
-    ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-    ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+    ...routeLimits(options),
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.vsock ? { vsock: options.vsock } : {}),
     ...(options.metrics ? { metrics: options.metrics } : {}),
@@ -146,7 +143,7 @@ function reply(socket: ProxySocket, r: GatewayReply): void {
   socket.end(`${JSON.stringify(r)}\n`);
 }
 
-export interface EgressGatewayOptions {
+export interface EgressGatewayOptions extends RouteLimits {
   name?: string;
   /** The local proxy listener in the enclave, e.g. `tcp:127.0.0.1:3128`. */
   listen: Endpoint | string;
@@ -155,8 +152,6 @@ export interface EgressGatewayOptions {
   logger?: Logger;
   vsock?: VsockOptions;
   connectTimeoutMs?: number;
-  idleTimeoutMs?: number;
-  maxConnections?: number;
   /** Retries of the connection to the parent (never of a refusal). */
   dialRetries?: DialRetries;
   metrics?: MetricsRegistry;
@@ -335,8 +330,7 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
     name: options.name ?? 'egress',
     listen: options.listen,
     connectTimeoutMs: timeout,
-    ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-    ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+    ...routeLimits(options),
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.vsock ? { vsock: options.vsock } : {}),
     ...(options.metrics ? { metrics: options.metrics } : {}),

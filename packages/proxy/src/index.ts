@@ -40,6 +40,12 @@ export {
   type HttpConnectDialerOptions,
   httpConnectDialer,
 } from './gateway.js';
+export {
+  DEFAULT_FD_RESERVE,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS_PER_PEER_VSOCK,
+  type FdStatus,
+} from './limits.js';
 export { type Logger, silentLogger } from './logger.js';
 export {
   MetricsRegistry,
@@ -82,6 +88,7 @@ export {
   type DialRetries,
   Route,
   type RouteDialer,
+  type RouteLimits,
   type RouteOptions,
 } from './route.js';
 export {

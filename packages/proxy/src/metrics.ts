@@ -1,3 +1,5 @@
+import { processFds } from './limits.js';
+
 /** Counters of one route. Shared by every generation of a route name across reloads. */
 export class RouteMetrics {
   connectionsTotal = 0;
@@ -63,9 +65,9 @@ export class MetricsRegistry {
     return [...this.routes.values()].map((m) => m.snapshot());
   }
 
-  /** Prometheus text exposition format (version 0.0.4). */
+  /** Prometheus text exposition format (version 0.0.4): the route counters, then the process's fd gauges. */
   metricsText(): string {
-    return renderPrometheus([...this.routes.values()]);
+    return renderPrometheus([...this.routes.values()]) + renderFdGauges();
   }
 }
 
@@ -110,7 +112,7 @@ export function renderPrometheus(routes: ReadonlyArray<RouteMetrics>): string {
   family(
     'ee_proxy_connections_refused_total',
     'counter',
-    'Connections refused before forwarding, by reason.',
+    'Connections refused before forwarding, by reason (max_connections, max_connections_per_peer, fd_headroom, fd_exhausted, policy, dns_timeout, dns_limit).',
     routes.flatMap((m) =>
       [...m.refused].map(
         ([k, v]) => `ee_proxy_connections_refused_total{${r(m)},reason="${esc(k)}"} ${v}`,
@@ -126,4 +128,20 @@ export function renderPrometheus(routes: ReadonlyArray<RouteMetrics>): string {
     ),
   );
   return `${out.join('\n')}\n`;
+}
+
+/** `ee_proxy_fds_open` / `ee_proxy_fds_limit` gauges of this process (empty where /proc is missing). */
+function renderFdGauges(): string {
+  const s = processFds.status();
+  if (!s) return '';
+  const limit = Number.isFinite(s.limit) ? String(s.limit) : '+Inf';
+  return [
+    '# HELP ee_proxy_fds_open File descriptors open in this process (estimate between /proc reads).',
+    '# TYPE ee_proxy_fds_open gauge',
+    `ee_proxy_fds_open ${s.open}`,
+    '# HELP ee_proxy_fds_limit RLIMIT_NOFILE soft limit of this process.',
+    '# TYPE ee_proxy_fds_limit gauge',
+    `ee_proxy_fds_limit ${limit}`,
+    '',
+  ].join('\n');
 }

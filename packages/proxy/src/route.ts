@@ -1,6 +1,13 @@
 import { describeEndpoint, type Endpoint, toEndpoint } from './endpoint.js';
 import { errorCode, errorMessage, ProxyError } from './errors.js';
 import { takeEndedTail } from './handshake.js';
+import {
+  DEFAULT_FD_RESERVE,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS_PER_PEER_VSOCK,
+  LIGHT_PEER_CONNECTIONS,
+  processFds,
+} from './limits.js';
 import { type Logger, silentLogger } from './logger.js';
 import { MetricsRegistry, type RouteMetrics } from './metrics.js';
 import { Policy, type PolicyConfig } from './policy.js';
@@ -45,7 +52,36 @@ export interface DialContext {
 /** Opens the outbound side of one connection. */
 export type RouteDialer = (ctx: DialContext) => Promise<ProxySocket>;
 
-export interface RouteOptions {
+/** Connection limits every route kind accepts (routes, both gateway halves). */
+export interface RouteLimits {
+  /** Close a connection after this long with no byte in either direction (0 = never). Default 600 000 ms (10 min). */
+  idleTimeoutMs?: number;
+  /** Open connections at most; more are closed at once and counted. Default 4096. */
+  maxConnections?: number;
+  /**
+   * Open connections one peer (`peerId`: enclave CID, client IP) may hold on this route; more are
+   * closed at once and counted (0 = no cap). Default 1024 on vsock listeners, no cap otherwise.
+   */
+  maxConnectionsPerPeer?: number;
+  /**
+   * File descriptors kept free for the rest of the process (0 = off). Default 128. With fewer
+   * free, peers holding 8 or more connections here are refused; with fewer than a quarter of it
+   * free, every new connection is.
+   */
+  fdReserve?: number;
+}
+
+/** The limits set in `o`, for passing on to a Route. */
+export function routeLimits(o: RouteLimits): RouteLimits {
+  const out: RouteLimits = {};
+  if (o.idleTimeoutMs !== undefined) out.idleTimeoutMs = o.idleTimeoutMs;
+  if (o.maxConnections !== undefined) out.maxConnections = o.maxConnections;
+  if (o.maxConnectionsPerPeer !== undefined) out.maxConnectionsPerPeer = o.maxConnectionsPerPeer;
+  if (o.fdReserve !== undefined) out.fdReserve = o.fdReserve;
+  return out;
+}
+
+export interface RouteOptions extends RouteLimits {
   /** Unique route name (label in metrics and logs). */
   name: string;
   listen: Endpoint | string;
@@ -54,10 +90,6 @@ export interface RouteOptions {
   dialer?: RouteDialer;
   /** Per-attempt connect timeout. Default 10 000 ms. */
   connectTimeoutMs?: number;
-  /** Close a connection after this long with no byte in either direction (0 = never). Default 0. */
-  idleTimeoutMs?: number;
-  /** Open connections at most; more are closed at once and counted. Default 4096. */
-  maxConnections?: number;
   dialRetries?: DialRetries;
   logger?: Logger;
   /** Outbound policy, checked on every connection for TCP `dial` targets. */
@@ -143,8 +175,13 @@ export class Route {
   private readonly log: Logger;
   private readonly dialer: RouteDialer;
   private readonly connectTimeoutMs: number;
-  private readonly idleTimeoutMs: number;
+  /** The idle timeout in effect (ms, 0 = none). */
+  readonly idleTimeoutMs: number;
   private readonly maxConnections: number;
+  /** The per-peer cap in effect (0 = none). */
+  readonly maxConnectionsPerPeer: number;
+  private readonly fdReserve: number;
+  private readonly perPeer = new Map<string, number>();
   private listener?: Listener;
   private readonly conns = new Set<Conn>();
   private closing = false;
@@ -163,8 +200,12 @@ export class Route {
     this.log = options.logger ?? silentLogger;
     this.metrics = (options.metrics ?? new MetricsRegistry()).route(this.name);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.maxConnections = options.maxConnections ?? 4096;
+    this.maxConnectionsPerPeer =
+      options.maxConnectionsPerPeer ??
+      (this.listen.kind === 'vsock' ? DEFAULT_MAX_CONNECTIONS_PER_PEER_VSOCK : 0);
+    this.fdReserve = options.fdReserve ?? DEFAULT_FD_RESERVE;
     if (options.dialer) {
       this.dialer = options.dialer;
     } else if (options.dial !== undefined) {
@@ -268,22 +309,56 @@ export class Route {
       inbound.destroy();
       return;
     }
-    if (this.conns.size >= this.maxConnections) {
-      m.countRefused('max_connections');
-      m.countError('ERR_PROXY_MAX_CONNECTIONS');
-      this.log.warn(
-        {
-          route: this.name,
-          peer,
-          code: 'ERR_PROXY_MAX_CONNECTIONS',
-          maxConnections: this.maxConnections,
-        },
-        'connection refused: route at maxConnections',
-      );
+    const refuse = (reason: string, code: string, fields: Record<string, unknown>, msg: string) => {
+      m.countRefused(reason);
+      m.countError(code);
+      this.log.warn({ route: this.name, peer, code, reason, ...fields }, msg);
       inbound.on('error', () => {});
       inbound.destroy();
+    };
+    if (this.conns.size >= this.maxConnections) {
+      refuse(
+        'max_connections',
+        'ERR_PROXY_MAX_CONNECTIONS',
+        { maxConnections: this.maxConnections },
+        'connection refused: route at maxConnections',
+      );
       return;
     }
+    const peerId = peerIdOf(inbound);
+    const held = this.perPeer.get(peerId) ?? 0;
+    if (this.maxConnectionsPerPeer > 0 && held >= this.maxConnectionsPerPeer) {
+      refuse(
+        'max_connections_per_peer',
+        'ERR_PROXY_MAX_CONNECTIONS_PER_PEER',
+        { peerId, maxConnectionsPerPeer: this.maxConnectionsPerPeer },
+        'connection refused: peer at maxConnectionsPerPeer',
+      );
+      return;
+    }
+    if (this.fdReserve > 0) {
+      const short = (f: number) =>
+        f < this.fdReserve / 4 || (f < this.fdReserve && held >= LIGHT_PEER_CONNECTIONS);
+      let fds = processFds.status();
+      let free = fds ? fds.limit - fds.open : Number.POSITIVE_INFINITY;
+      if (short(free)) {
+        // the estimate says refuse: count for real before refusing
+        fds = processFds.status(true);
+        free = fds ? fds.limit - fds.open : Number.POSITIVE_INFINITY;
+      }
+      if (short(free)) {
+        refuse(
+          free < this.fdReserve / 4 ? 'fd_exhausted' : 'fd_headroom',
+          'ERR_PROXY_FD_HEADROOM',
+          { peerId, held, fdsOpen: fds?.open, fdLimit: fds?.limit, fdReserve: this.fdReserve },
+          'connection refused: keeping file descriptors in reserve (RLIMIT_NOFILE nearly reached)',
+        );
+        return;
+      }
+    }
+    this.perPeer.set(peerId, held + 1);
+    // an accepted connection holds two descriptors once dialled
+    processFds.track(2);
     // a proxy should not add Nagle delays of its own (no-op on Unix and vsock sockets)
     (inbound as ProxySocket & { setNoDelay?: (v: boolean) => unknown }).setNoDelay?.(true);
     m.connectionsTotal++;
@@ -314,6 +389,10 @@ export class Route {
       if (idleTimer) clearTimeout(idleTimer);
       this.conns.delete(conn);
       m.connectionsActive--;
+      processFds.track(-2);
+      const n = (this.perPeer.get(peerId) ?? 1) - 1;
+      if (n <= 0) this.perPeer.delete(peerId);
+      else this.perPeer.set(peerId, n);
       this.log.info(
         {
           route: this.name,
@@ -350,7 +429,7 @@ export class Route {
     this.dialWithRetries({
       route: this.name,
       peer,
-      peerId: peerIdOf(inbound),
+      peerId,
       socket: inbound,
       signal: abort.signal,
       connectTimeoutMs: this.connectTimeoutMs,
