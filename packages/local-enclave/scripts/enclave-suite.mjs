@@ -13,12 +13,12 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findKernel, findQemu } from './tools.mjs';
 
 const label = 'local-enclave test:vm';
 const say = (line) => process.stdout.write(`${line}\n`);
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = resolve(pkg, '..', '..');
-const tools = join(repo, '..', 'shared', 'tools');
 
 function skip(why) {
   say(`${label} SKIPPED: ${why}`);
@@ -27,48 +27,12 @@ function skip(why) {
 
 if (process.env.ENCLAVE_EXTRAS_SKIP_VM === '1') skip('ENCLAVE_EXTRAS_SKIP_VM=1');
 
-function lastLine(s) {
-  return (s ?? '').trim().split('\n').pop() ?? '';
-}
-
-let qemu = process.env.ENCLAVE_EXTRAS_QEMU;
-if (!qemu) {
-  const nsmVm = join(tools, 'nsm-vm');
-  if (!existsSync(nsmVm))
-    skip(`no QEMU: set ENCLAVE_EXTRAS_QEMU, or put the shared tools beside the repo (${nsmVm})`);
-  say(`${label}: QEMU from ${nsmVm} --qemu-path (builds its cache the first time, ~6 min)`);
-  const r = spawnSync(nsmVm, ['--qemu-path'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  if (r.status !== 0) skip(`nsm-vm --qemu-path failed (exit ${r.status}): ${lastLine(r.stderr)}`);
-  qemu = lastLine(r.stdout);
-}
-const machines = spawnSync(qemu, ['-M', 'help'], { encoding: 'utf8' });
-if (machines.status !== 0 || !/^nitro-enclave\s/m.test(machines.stdout ?? '')) {
-  skip(`${qemu} has no nitro-enclave machine (QEMU >= 9.2 built with libcbor + gnutls)`);
-}
-
-let kernel = process.env.ENCLAVE_EXTRAS_KERNEL;
-if (!kernel) {
-  const tool = join(tools, 'enclave-kernel');
-  const cached = join(
-    process.env.ENCLAVE_KERNEL_CACHE ?? '/var/cache/enclave-extras/enclave-kernel',
-    'bzImage',
-  );
-  if (!existsSync(tool))
-    skip(
-      `no enclave kernel: set ENCLAVE_EXTRAS_KERNEL (a bzImage with NSM, VIRTIO_MMIO_CMDLINE_DEVICES and vsock built in)`,
-    );
-  if (!existsSync(cached) && process.env.ENCLAVE_EXTRAS_BUILD_KERNEL !== '1') {
-    skip(
-      `the enclave kernel is not built yet: run ${tool} once (~15-40 min, cached) or set ENCLAVE_EXTRAS_BUILD_KERNEL=1`,
-    );
-  }
-  const r = spawnSync(tool, [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (r.status !== 0) skip(`${tool} failed (exit ${r.status})`);
-  kernel = lastLine(r.stdout);
-}
+const q = findQemu((line) => say(`${label}: ${line}`));
+if (q.skip) skip(q.skip);
+const k = findKernel();
+if (k.skip) skip(k.skip);
+const { qemu } = q;
+const { kernel } = k;
 
 const need = [
   'packages/local-enclave/dist/index.js',

@@ -262,7 +262,8 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
   ]);
   if (boot !== 'ok') {
     await terminate();
-    const tail = lastLines(consoleText, 30);
+    const tail = lastLines(consoleText.replaceAll('\r', ''), 30);
+    const fatal = /^ee-init: FATAL: .*$/m.exec(tail)?.[0];
     if (boot === 'aborted') {
       throw new LocalEnclaveError(
         'ERR_LOCAL_ENCLAVE_ABORTED',
@@ -282,7 +283,7 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
           : `QEMU exited (${proc.exitCode ?? proc.signalCode}) before the boot heartbeat${stderr.trim() ? `: ${lastLines(stderr.trim(), 5).replace(/\.+$/, '')}` : ''}`;
     throw new LocalEnclaveError(
       'ERR_LOCAL_ENCLAVE_BOOT_FAILED',
-      `Enclave ${enclaveId} (${eifPath}) failed to boot: ${what}. The image needs an init that sends the heartbeat (this package's init, or nitro-cli's) and a kernel with virtio-mmio command-line devices and vsock built in. Console tail:\n${tail || '(no console output)'}`,
+      `Enclave ${enclaveId} (${eifPath}) failed to boot: ${what}.${fatal ? ` The init said: "${fatal}".` : ''} The image needs an init that sends the heartbeat (this package's init, or nitro-cli's) and a kernel with virtio-mmio command-line devices and vsock built in. Console tail:\n${tail || '(no console output)'}`,
       { enclaveId, path: eifPath, consoleTail: tail, ...(spawnError ? { cause: spawnError } : {}) },
     );
   }
@@ -299,7 +300,7 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
     qemuPid: proc.pid ?? 0,
     bootMs,
     exited,
-    consoleTail: () => consoleText,
+    consoleTail: () => consoleText.replaceAll('\r', ''),
     terminate,
   };
 }

@@ -233,15 +233,24 @@ export async function terminateAllEnclaves(
 
 /**
  * Streams an enclave's console (from its start) to `onData` until the enclave stops or `signal`
- * aborts (nitro-cli's console / --attach-console).
+ * aborts (nitro-cli's console / --attach-console). An enclave that already stopped has its
+ * console replayed from the run directory.
  */
 export async function followConsole(
   enclaveId: string,
   onData: (chunk: Buffer) => void,
   options: { runDir?: string; signal?: AbortSignal } = {},
 ): Promise<void> {
-  const s = enclaveState(enclaveId, options);
-  const path = s.local.consolePath;
+  const runDir = resolve(options.runDir ?? defaultRunDir());
+  const running = readStates(runDir).find((x) => x.EnclaveID === enclaveId);
+  const path = running?.local.consolePath ?? join(runDir, `${enclaveId}.console`);
+  if (!running && !existsSync(path)) {
+    throw new LocalEnclaveError(
+      'ERR_LOCAL_ENCLAVE_NOT_FOUND',
+      `No enclave ${enclaveId} in ${runDir} (ee-parent describe-enclaves lists the running ones).`,
+      { enclaveId, path: runDir },
+    );
+  }
   let offset = 0;
   const drain = async (): Promise<void> => {
     if (!existsSync(path)) return;
@@ -251,9 +260,9 @@ export async function followConsole(
     for await (const chunk of stream) onData(chunk as Buffer);
     offset = size;
   };
-  while (!options.signal?.aborted) {
+  while (running && !options.signal?.aborted) {
     await drain();
-    if (!alive(s.ProcessID)) break;
+    if (!alive(running.ProcessID)) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   await drain();

@@ -1,12 +1,27 @@
 // Finding QEMU, its command line, and boot failures reported by startEnclave (real QEMU when the
 // nsm-vm tool can give one; those tests say why they skip otherwise).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isLocalEnclaveError, resolveQemu, startEnclave, type VsockBackend } from '../src/index.js';
+import {
+  initPath,
+  isLocalEnclaveError,
+  NITRO_CLI_CMDLINE_X86_64,
+  resolveQemu,
+  startEnclave,
+  type VsockBackend,
+} from '../src/index.js';
 import { qemuArgs } from '../src/qemu.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ee-qemu-'));
@@ -125,7 +140,60 @@ describe('qemuArgs', () => {
   });
 });
 
+// A kernel without vsock (Debian's, from the vsock-vm cache): the init boots and must fail at the
+// heartbeat, saying why, and the enclave must stop.
+const noVsockKernel = '/var/cache/enclave-extras/vsock-vm/vmlinuz';
+const haveNoVsockKernel = existsSync(noVsockKernel);
+if (qemu && !haveNoVsockKernel) {
+  process.stdout.write(
+    `qemu.test: ${noVsockKernel} absent: the init-failure boot test is skipped\n`,
+  );
+}
+
 describe.skipIf(!qemu)('startEnclave boot failures (real QEMU)', () => {
+  it.skipIf(!haveNoVsockKernel)(
+    'the init on a kernel without vsock: BOOT_FAILED quoting its FATAL line; the default vhost-user backend and QEMU are gone',
+    async () => {
+      const { buildEif } = await import('@enclave-extras/eif');
+      const root = join(tmp, 'tiny');
+      mkdirSync(join(root, 'bin'), { recursive: true });
+      writeFileSync(join(root, 'bin', 'x'), '');
+      const eif = await buildEif({
+        kernel: noVsockKernel,
+        init: initPath(),
+        cmdline: NITRO_CLI_CMDLINE_X86_64,
+        nsmKo: false,
+        rootfs: { type: 'directory', path: root },
+        cmd: ['/bin/x'],
+        output: join(tmp, 'no-vsock.eif'),
+      });
+      const workDir = join(tmp, 'work-novsock');
+      const vsockDir = join(tmp, 'v');
+      mkdirSync(vsockDir, { recursive: true });
+      const err = await rejects(
+        startEnclave({
+          eifPath: eif.path,
+          cpuCount: 1,
+          memoryMiB: 512,
+          enclaveCid: 16,
+          vsockDir,
+          qemu: qemu as string,
+          accel: 'tcg',
+          workDir,
+          bootTimeoutMs: 110_000,
+        }),
+        'ERR_LOCAL_ENCLAVE_BOOT_FAILED',
+        /QEMU exited \(0\) before the boot heartbeat\. The init said: "ee-init: FATAL: heartbeat: socket\(AF_VSOCK\)/,
+      );
+      expect(
+        (err as unknown as { details: { consoleTail: string } }).details.consoleTail,
+      ).toContain('Run /init as init process');
+      expect(readdirSync(workDir)).toEqual([]); // the vhost-user socket is gone
+      expect(readdirSync(vsockDir)).toEqual([]); // and the VM's socket in the vsock folder
+    },
+    120_000,
+  );
+
   it('an EIF QEMU cannot load: BOOT_FAILED with QEMU message; backend closed, nothing left', async () => {
     const eif = join(tmp, 'not-an.eif');
     writeFileSync(eif, Buffer.alloc(4096, 0x41));

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   describeEnclaves,
   type EnclaveState,
+  followConsole,
   isLocalEnclaveError,
   runEnclave,
   terminateEnclave,
@@ -124,6 +125,17 @@ describe('run directory', () => {
       expect((err as Error).message).toMatch(/CID 20 is used by the running enclave i-local-enc04/);
     }
     expect(readdirSync(dir)).toEqual(['i-local-enc04.json']);
+  });
+  it('followConsole replays the console of an enclave that already stopped; unknown ids are NOT_FOUND', async () => {
+    const dir = join(tmp, 'd');
+    freshDir(dir);
+    writeFileSync(join(dir, 'i-local-enc05.console'), 'ee-init: started\nhello\n');
+    const chunks: Buffer[] = [];
+    await followConsole('i-local-enc05', (c) => chunks.push(c), { runDir: dir });
+    expect(Buffer.concat(chunks).toString()).toBe('ee-init: started\nhello\n');
+    await expect(followConsole('i-local-enc06', () => {}, { runDir: dir })).rejects.toMatchObject({
+      code: 'ERR_LOCAL_ENCLAVE_NOT_FOUND',
+    });
   });
 });
 
