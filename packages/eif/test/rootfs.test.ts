@@ -436,3 +436,83 @@ describe('commandAndEnv: nitro-cli semantics', () => {
     );
   });
 });
+
+describe('choosing the image in an OCI layout', () => {
+  async function twoArchLayout(): Promise<string> {
+    const amd = ociFiles({
+      layers: [{ tar: await tarOf([{ name: 'arch', data: 'amd64' }]) }],
+      config: { Cmd: ['/a'] },
+    });
+    const arm = ociFiles({
+      layers: [{ tar: await tarOf([{ name: 'arch', data: 'arm64' }]) }],
+      config: { Cmd: ['/b'] },
+    });
+    const files = new Map<string, Buffer>();
+    const manifestOf = (f: Map<string, Buffer>) =>
+      JSON.parse((f.get('index.json') as Buffer).toString()).manifests[0];
+    for (const [k, v] of [...amd, ...arm]) if (k.startsWith('blobs/')) files.set(k, v);
+    const inner = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          { ...manifestOf(arm), annotations: {}, platform: { os: 'linux', architecture: 'arm64' } },
+          { ...manifestOf(amd), annotations: {}, platform: { os: 'linux', architecture: 'amd64' } },
+          // buildx's attestation manifest: never an image to run
+          {
+            ...manifestOf(arm),
+            annotations: {},
+            platform: { os: 'unknown', architecture: 'unknown' },
+          },
+        ],
+      }),
+    );
+    const innerDigest = createHash('sha256').update(inner).digest('hex');
+    files.set(`blobs/sha256/${innerDigest}`, inner);
+    files.set('oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
+    files.set(
+      'index.json',
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          manifests: [
+            {
+              mediaType: 'application/vnd.oci.image.index.v1+json',
+              digest: `sha256:${innerDigest}`,
+              size: inner.length,
+              annotations: { 'org.opencontainers.image.ref.name': 'app:v1' },
+            },
+          ],
+        }),
+      ),
+    );
+    const dir = await fresh();
+    await writeDir(dir, files);
+    return dir;
+  }
+
+  it("follows a nested index to this machine's architecture, skipping attestation manifests", async () => {
+    const dir = await twoArchLayout();
+    const want = process.arch === 'arm64' ? 'arm64' : 'amd64';
+    for (const ref of [undefined, 'app:v1', 'v1']) {
+      const { bytes } = await ramdiskOf({ type: 'oci-layout', path: dir, ...(ref ? { ref } : {}) });
+      const arch = readNewc(bytes).entries.find((e) => e.name === 'rootfs/arch');
+      expect(arch?.data.toString(), String(ref)).toBe(want);
+    }
+    await expectCode(
+      { type: 'oci-layout', path: dir, ref: 'other:v2' },
+      'ERR_EIF_ROOTFS_INVALID',
+      /other:v2/,
+    );
+  });
+
+  it('a tampered manifest is refused (digest of every blob checked)', async () => {
+    const dir = await twoArchLayout();
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+    const innerPath = join(dir, 'blobs/sha256', index.manifests[0].digest.slice(7));
+    const inner = JSON.parse(await readFile(innerPath, 'utf8'));
+    inner.manifests.reverse();
+    await writeFile(innerPath, JSON.stringify(inner));
+    await expectCode({ type: 'oci-layout', path: dir }, 'ERR_EIF_ROOTFS_INVALID', /digest/);
+  });
+});

@@ -159,8 +159,8 @@ export async function resolveOciLayout(store: BlobStore, ref?: string): Promise<
     }
     const d = candidates[0] as Descriptor;
     const path = blobPath(store, `${where}: manifests[]`, d.digest);
-    const doc = await readJson(store, path);
     await verifySmallBlob(store, path, d.digest as string);
+    const doc = await readJson(store, path);
     const mediaType = d.mediaType ?? (isObject(doc) ? doc.mediaType : undefined);
     if (
       (typeof mediaType === 'string' && INDEX_TYPES.has(mediaType)) ||
@@ -204,8 +204,8 @@ async function imageFromManifest(
   }
   const configDigest = doc.config.digest as string;
   const configPath = blobPath(store, `${path}: config`, configDigest);
-  const image = parseImageConfig(store, configPath, await readJson(store, configPath));
   await verifySmallBlob(store, configPath, configDigest);
+  const image = parseImageConfig(store, configPath, await readJson(store, configPath));
   image.layers = (doc.layers as Descriptor[]).map((l, i) => ({
     name: blobPath(store, `${path}: layers[${i}]`, l.digest),
     digest: l.digest as string,
