@@ -242,6 +242,34 @@ describe('image sources flatten to the expected tree', () => {
     expect(sha(bytes)).toBe(sha(reference));
   });
 
+  it('file times, layer compression and entry order inside a layer do not change the bytes', async () => {
+    const shuffled = async (layer: TarSpec[], t: number): Promise<Buffer> => {
+      // same entries, later times; independent entries of a layer reordered where order is free
+      const withTime = layer.map((e) => ({ ...e, mtime: new Date(t) }));
+      return tarOf(withTime);
+    };
+    const s: ImageSpec = {
+      layers: [
+        { tar: await shuffled(layer0, 1_000), gzip: false },
+        { tar: await shuffled(layer1, 2_000_000_000), gzip: true },
+        {
+          tar: await shuffled(
+            [...layer2]
+              .reverse()
+              .sort((a, b) => (a.type === 'link' ? 1 : b.type === 'link' ? -1 : 0)),
+            5,
+          ),
+          gzip: false,
+        },
+      ],
+      config: (await spec()).config,
+    };
+    const dir = await fresh();
+    await writeDir(dir, ociFiles(s));
+    const { bytes } = await ramdiskOf({ type: 'oci-layout', path: dir });
+    expect(sha(bytes)).toBe(sha(reference));
+  });
+
   it('the cpio binary extracts the ramdisk to the same tree (hardlinks share an inode)', async () => {
     if (spawnSync('cpio', ['--version']).status !== 0) {
       throw new Error('cpio is not installed: apt-get install cpio');
@@ -514,5 +542,26 @@ describe('choosing the image in an OCI layout', () => {
     inner.manifests.reverse();
     await writeFile(innerPath, JSON.stringify(inner));
     await expectCode({ type: 'oci-layout', path: dir }, 'ERR_EIF_ROOTFS_INVALID', /digest/);
+  });
+});
+
+describe('names a ramdisk cannot hold', () => {
+  it('a path the kernel would refuse (>= 4096 bytes) fails the ramdisk with ERR_EIF_ROOTFS_UNSUPPORTED', async () => {
+    const long = `${'d'.repeat(200)}/`.repeat(21);
+    const dir = await ociDir([[{ name: `${long}file`, data: 'x' }]]);
+    const rootfs = await openRootfs({ type: 'oci-layout', path: dir });
+    try {
+      const s = customerRamdisk({ rootfs, cmd: ['/x'], env: [], mtime: 0 });
+      await expect(collect(s)).rejects.toMatchObject({ code: 'ERR_EIF_ROOTFS_UNSUPPORTED' });
+    } finally {
+      await rootfs.close();
+    }
+  });
+
+  it('a file name that is not UTF-8 in a directory source', async () => {
+    const dir = await fresh();
+    await import('node:fs/promises').then((fs) => fs.mkdir(dir));
+    await writeFile(Buffer.concat([Buffer.from(`${dir}/bad-`), Buffer.from([0xff, 0xfe])]), 'x');
+    await expectCode({ type: 'directory', path: dir }, 'ERR_EIF_ROOTFS_UNSUPPORTED', /UTF-8/);
   });
 });

@@ -28,6 +28,8 @@ export interface CpioHeader {
 }
 
 const MAX_U32 = 0xffffffff;
+/** Linux's PATH_MAX: the initramfs unpacker rejects longer names (namesize counts the NUL). */
+const PATH_MAX = 4096;
 
 function hex8(field: string, name: string, value: number): string {
   if (!Number.isInteger(value) || value < 0 || value > MAX_U32) {
@@ -56,6 +58,13 @@ export function encodeHeader(h: CpioHeader): Buffer {
     throw new EifError('ERR_EIF_ROOTFS_UNSUPPORTED', `cpio entry name contains a NUL byte`, {
       field: h.name,
     });
+  }
+  if (name.length + 1 > PATH_MAX) {
+    throw new EifError(
+      'ERR_EIF_ROOTFS_UNSUPPORTED',
+      `cpio entry ${JSON.stringify(`${h.name.slice(0, 80)}...`)} has a ${name.length}-byte path; the kernel's initramfs unpacker refuses paths of ${PATH_MAX} bytes or more (the enclave would not boot)`,
+      { field: h.name.slice(0, 200) },
+    );
   }
   const fields =
     '070701' +

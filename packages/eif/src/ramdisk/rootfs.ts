@@ -375,6 +375,13 @@ async function indexLayer(
       aborted(signal);
       const h = entry.header as TarEntryHeader;
       const name = h.name;
+      if (name.includes('\uFFFD') || (h.linkname ?? '').includes('\uFFFD')) {
+        throw new EifError(
+          'ERR_EIF_ROOTFS_UNSUPPORTED',
+          `${source}: entry ${JSON.stringify(name)} has a name or link target that is not UTF-8; rename it in the image`,
+          { field: name, source },
+        );
+      }
       const slash = name.replace(/\/+$/, '').lastIndexOf('/');
       const base = name.replace(/\/+$/, '').slice(slash + 1);
       const dir = slash === -1 ? '' : name.slice(0, slash);
@@ -519,16 +526,24 @@ async function openDirectory(path: string, opts: OpenRootfsOptions): Promise<Ind
   const keep = opts.keepOwnership === true;
   const walk = async (abs: string, rel: string): Promise<void> => {
     aborted(opts.signal);
-    let names: string[];
+    let raw: Buffer[];
     try {
-      names = await readdir(abs);
+      raw = await readdir(abs, { encoding: 'buffer' });
     } catch (err) {
       throw new EifError('ERR_EIF_READ', `${abs}: cannot list the directory`, {
         path: abs,
         cause: err,
       });
     }
-    for (const name of names) {
+    for (const bytes of raw) {
+      const name = bytes.toString('utf8');
+      if (!Buffer.from(name, 'utf8').equals(bytes)) {
+        throw new EifError(
+          'ERR_EIF_ROOTFS_UNSUPPORTED',
+          `${join(abs, name)}: the file name is not UTF-8; rename it`,
+          { path: join(abs, name) },
+        );
+      }
       const a = join(abs, name);
       const r = rel === '' ? name : `${rel}/${name}`;
       const s = await lstat(a);
