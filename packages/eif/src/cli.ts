@@ -16,6 +16,13 @@ import { checkSignature } from './format/signature.js';
 import { type EifKeyPolicyOptions, eifKeyPolicy } from './policy.js';
 import type { RootfsSource } from './ramdisk/index.js';
 
+// Ctrl-C / SIGTERM abort a running build or signing: the temporary file is removed and the
+// output is left as it was.
+const interrupt = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => interrupt.abort(new Error(`interrupted by ${sig}`)));
+}
+
 function usage(message: string): EifError {
   return new EifError('ERR_EIF_INVALID_ARGUMENT', message);
 }
@@ -178,7 +185,7 @@ async function buildOptionsOf(f: BuildFlags, output: string): Promise<BuildEifOp
   if ((f.privateKey === undefined) !== (f.signingCertificate === undefined)) {
     throw usage('--private-key and --signing-certificate go together.');
   }
-  const o: BuildEifOptions = { rootfs: rootfsOf(f), output };
+  const o: BuildEifOptions = { rootfs: rootfsOf(f), output, signal: interrupt.signal };
   if (f.blobs) o.blobs = f.blobs;
   if (f.kernel) o.kernel = f.kernel;
   if (f.kernelConfig) o.kernelConfig = f.kernelConfig;
@@ -392,6 +399,7 @@ program
       });
       const r = await signEif(file, {
         signing: { privateKey, certificate },
+        signal: interrupt.signal,
         ...(f.output ? { output: f.output } : {}),
       });
       printJson(buildInfo(r));

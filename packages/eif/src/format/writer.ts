@@ -342,6 +342,7 @@ export async function writeEif(options: WriteEifOptions): Promise<WriteEifResult
     };
   } finally {
     if (!done) {
+      discardSource(options.kernel);
       for (const r of ramdisks) discardSource(r);
       await fh.close().catch(() => {});
       await rm(tmp, { force: true }).catch(() => {});
