@@ -565,3 +565,22 @@ describe('names a ramdisk cannot hold', () => {
     await expectCode({ type: 'directory', path: dir }, 'ERR_EIF_ROOTFS_UNSUPPORTED', /UTF-8/);
   });
 });
+
+describe('docker save details', () => {
+  it('a layer stored as a symlink to another image layer (how docker save writes shared layers)', async () => {
+    const files = dockerSaveFiles(await spec(), 'classic');
+    const manifest = JSON.parse((files.get('manifest.json') as Buffer).toString());
+    const first = manifest[0].Layers[0] as string;
+    manifest[0].Layers[0] = 'alias/layer.tar';
+    files.set('manifest.json', Buffer.from(JSON.stringify(manifest)));
+    const entries: TarSpec[] = [...files].map(([name, data]) => ({ name, data }));
+    entries.push({ name: 'alias/', type: 'directory' });
+    entries.push({ name: 'alias/layer.tar', type: 'symlink', linkname: `../${first}` });
+    const d = await fresh();
+    await writeFile(d, await tarOf(entries));
+    const { bytes } = await ramdiskOf({ type: 'docker-archive', path: d });
+    const oci = await fresh();
+    await writeDir(oci, ociFiles(await spec()));
+    expect(sha(bytes)).toBe(sha((await ramdiskOf({ type: 'oci-layout', path: oci })).bytes));
+  });
+});

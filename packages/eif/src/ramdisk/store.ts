@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { EifError } from '../errors.js';
 
@@ -140,6 +140,8 @@ class TarStore implements BlobStore {
       const header = Buffer.alloc(512);
       let pos = 0;
       let longName: string | undefined;
+      let longLink: string | undefined;
+      const links = new Map<string, string>();
       let pax: Map<string, string> | undefined;
       while (pos + 512 <= fileSize) {
         await fh.read(header, 0, 512, pos);
@@ -169,8 +171,10 @@ class TarStore implements BlobStore {
           pax = paxRecords(await readData());
         } else if (type === 'L') {
           longName = cstr(await readData(), 0, size);
-        } else if (type === 'g' || type === 'K') {
-          // global pax header / GNU long link name: irrelevant for member lookup
+        } else if (type === 'K') {
+          longLink = cstr(await readData(), 0, size);
+        } else if (type === 'g') {
+          // global pax header: nothing this lookup needs
         } else {
           let name = cstr(header, 0, 100);
           const prefix = cstr(header, 345, 155);
@@ -182,11 +186,25 @@ class TarStore implements BlobStore {
           if (paxSize !== undefined) size = Number.parseInt(paxSize, 10);
           if (type === '0' || type === '\0' || type === '7') {
             members.set(normalize(name), { offset: dataStart, size });
+          } else if (type === '1' || type === '2') {
+            // docker save writes a layer shared by two images once, the other as a link to it
+            let target = pax?.get('linkpath') ?? longLink ?? cstr(header, 157, 100);
+            if (type === '2' && !target.startsWith('/')) {
+              target = posix.join(posix.dirname(normalize(name)), target);
+            }
+            links.set(normalize(name), normalize(target));
           }
+          longLink = undefined;
           longName = undefined;
           pax = undefined;
         }
         pos = dataStart + Math.ceil(size / 512) * 512;
+      }
+      for (const [name, target] of links) {
+        let t: string | undefined = target;
+        for (let hops = 0; t !== undefined && hops < 8 && !members.has(t); hops++) t = links.get(t);
+        const m = t === undefined ? undefined : members.get(t);
+        if (m !== undefined && !members.has(name)) members.set(name, m);
       }
       return new TarStore(path, members);
     } catch (err) {
