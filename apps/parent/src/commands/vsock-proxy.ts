@@ -23,13 +23,15 @@ import {
 } from '../common.js';
 
 export const DEFAULT_ALLOWLIST = '/etc/nitro_enclaves/vsock-proxy.yaml';
+/** Open connections at most (each holds two file descriptors); more are refused and counted. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
 
 interface VsockProxyOptions {
   ipv4?: boolean;
   ipv6?: boolean;
   num_workers?: string;
   config?: string;
-  maxConnections?: string;
+  maxConnections: string;
   connectTimeout: string;
   idleTimeout: string;
   drainTimeout: string;
@@ -54,7 +56,11 @@ export function register(program: Command): void {
         'accepted for AWS compatibility; connections are served concurrently without worker threads (see --max-connections)',
       )
       .option('--config <file>', `allowlist YAML (default ${DEFAULT_ALLOWLIST})`)
-      .option('--max-connections <n>', 'refuse connections beyond N open ones (default: unlimited)')
+      .option(
+        '--max-connections <n>',
+        'refuse connections beyond N open ones (each holds two file descriptors; there is no unlimited)',
+        String(DEFAULT_MAX_CONNECTIONS),
+      )
       .option('--connect-timeout <ms>', 'per-attempt TCP connect timeout', '10000')
       .option(
         '--idle-timeout <ms>',
@@ -96,10 +102,7 @@ async function vsockProxy(
   const localPort = intArg('local_port', localPortText, 0, 0xffffffff);
   const remotePort = intArg('remote_port', remotePortText, 1, 65535);
   if (opts.num_workers !== undefined) intArg('--num_workers', opts.num_workers, 1, 1_000_000);
-  const maxConnections =
-    opts.maxConnections === undefined
-      ? undefined
-      : intArg('--max-connections', opts.maxConnections, 1, 10_000_000);
+  const maxConnections = intArg('--max-connections', opts.maxConnections, 1, 10_000_000);
   const connectTimeoutMs = intArg('--connect-timeout', opts.connectTimeout, 0, 3_600_000);
   const idleTimeoutMs = intArg('--idle-timeout', opts.idleTimeout, 0, 86_400_000);
   const drainTimeoutMs = intArg('--drain-timeout', opts.drainTimeout, 0, 86_400_000);
@@ -170,7 +173,7 @@ async function vsockProxy(
     resolver,
     connectTimeoutMs,
     idleTimeoutMs,
-    ...(maxConnections ? { maxConnections } : {}),
+    maxConnections,
     logger: log,
   });
   await route.start();
@@ -196,6 +199,7 @@ async function vsockProxy(
       listenEndpoint: formatEndpoint(route.endpoint),
       remote: `${remoteAddr}:${remotePort}`,
       config: configPath,
+      maxConnections,
       ...(opts.num_workers ? { numWorkers: Number(opts.num_workers) } : {}),
     },
     'ready',
