@@ -318,6 +318,9 @@ const program = new Command('ee-eif')
   .description(
     `Docker-free, reproducible AWS Nitro Enclave images (EIF v4), with PCRs known before deployment (v${version}).`,
   )
+  .version(version)
+  // Program options only before the subcommand, so `build --version 2.0` is the image version.
+  .enablePositionalOptions()
   .showHelpAfterError()
   .exitOverride((err) => {
     process.exit(err.exitCode === 0 ? 0 : 2);

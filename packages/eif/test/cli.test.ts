@@ -71,6 +71,10 @@ describe('ee-eif', () => {
     const out = join(dir, 'b1', 'app.eif');
     const r = build(
       out,
+      '--name',
+      'cli-app',
+      '--version',
+      '2.5',
       '--policy-out',
       join(dir, 'b1', 'policy.json'),
       '--account-id',
@@ -112,6 +116,7 @@ describe('ee-eif', () => {
       'DockerInfo',
     ]);
     expect(desc.Measurements).toEqual(printed.Measurements);
+    expect([desc.ImageName, desc.ImageVersion]).toEqual(['cli-app', '2.5']);
     const p = run(['policy', out, '--account-id', '123456789012']);
     expect(p.code).toBe(0);
     expect(JSON.parse(p.out).Statement[1].Condition.StringEqualsIgnoreCase).toEqual({
@@ -257,6 +262,9 @@ describe('ee-eif', () => {
       expect(h.out).toContain(`Usage: ee-eif ${c}`);
     }
     expect(run(['--help']).code).toBe(0);
+    const v = run(['--version']);
+    expect(v.code).toBe(0);
+    expect(v.out).toMatch(/^\d+\.\d+\.\d+/);
   });
 
   it('describe of a tampered image fails with ERR_EIF_BAD_CRC unless --allow-bad-crc', async () => {
