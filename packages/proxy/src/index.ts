@@ -58,6 +58,8 @@ export {
   Policy,
   type PolicyConfig,
   type PolicyDecision,
+  type PolicyOptions,
+  type PolicyRefusalCode,
   type PolicyRule,
   type PolicyRuleObject,
   type PortSet,

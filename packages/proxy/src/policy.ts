@@ -36,9 +36,31 @@ export interface PolicyConfig {
  */
 export type PolicyRefusalCode = 'ERR_PROXY_POLICY_DENIED' | 'ERR_PROXY_UNSPECIFIED_ADDRESS';
 
+/**
+ * `reason` is safe to send back to the client: for a name it never holds an address the name
+ * resolved to (that would carry DNS answers into a confined enclave); `address` and `rule` say
+ * which resolved address and rule refused it, for the parent's log.
+ */
 export type PolicyDecision =
   | { allowed: true; rule: string }
-  | { allowed: false; code: PolicyRefusalCode; reason: string; rule?: string };
+  | {
+      allowed: false;
+      code: PolicyRefusalCode;
+      reason: string;
+      rule?: string;
+      /** The resolved address that was refused (set only when a name was asked for). */
+      address?: string;
+    };
+
+export interface PolicyOptions {
+  /**
+   * Let IP/CIDR allow rules also allow a NAME whose every address they contain. Then any name asked
+   * for on their ports is resolved, so use it only where the operator, not the client, picks the
+   * name: it is AWS vsock-proxy's allowlist semantics (`fromAwsAllowlist` sets it). Default false:
+   * a name is resolved only when a name rule (the name, a matching `*.suffix`, or `*`) allows it.
+   */
+  addressRulesAllowNames?: boolean;
+}
 
 const DENIED = 'ERR_PROXY_POLICY_DENIED' as const;
 
@@ -166,10 +188,9 @@ function hostMatches(rule: CompiledRule, name: string): boolean {
   return name === h.name;
 }
 
-function describeDest(name: string | undefined, dest: CanonicalAddress): string {
-  const shown =
-    dest.nat64 !== undefined ? `${dest.text} (NAT64 of ${formatIp(dest.ip)})` : dest.text;
-  return name && name !== dest.text ? `${name} (${shown})` : shown;
+/** The address as the client asked for it; never used for an address a name resolved to. */
+function describeLiteral(dest: CanonicalAddress): string {
+  return dest.nat64 !== undefined ? `${dest.text} (NAT64 of ${formatIp(dest.ip)})` : dest.text;
 }
 
 /**
@@ -181,11 +202,19 @@ export function unspecifiedRefusal(
   dest: CanonicalAddress,
 ): PolicyDecision | undefined {
   if (!dest.unspecified) return undefined;
-  return {
-    allowed: false,
-    code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
-    reason: `${describeDest(name, dest)} is an unspecified address (0.0.0.0/8 or ::), which Linux connects to this host itself; it is never dialled`,
-  };
+  const why = 'which Linux connects to this host itself; it is never dialled';
+  return name === undefined
+    ? {
+        allowed: false,
+        code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
+        reason: `${describeLiteral(dest)} is an unspecified address (0.0.0.0/8 or ::), ${why}`,
+      }
+    : {
+        allowed: false,
+        code: 'ERR_PROXY_UNSPECIFIED_ADDRESS',
+        reason: `${name} resolves to an unspecified address (0.0.0.0/8 or ::), ${why}`,
+        address: dest.text,
+      };
 }
 
 /**
@@ -198,14 +227,18 @@ export class Policy {
   readonly allowRules: ReadonlyArray<CompiledRule>;
   readonly denyRules: ReadonlyArray<CompiledRule>;
 
-  constructor(config: PolicyConfig) {
+  readonly addressRulesAllowNames: boolean;
+
+  constructor(config: PolicyConfig, options: PolicyOptions = {}) {
     this.allowRules = (config.allow ?? []).map(compileRule);
     this.denyRules = (config.deny ?? []).map(compileRule);
+    this.addressRulesAllowNames = options.addressRulesAllowNames ?? false;
   }
 
   /** Reads AWS vsock-proxy's allowlist document (`allowlist: [{address, port}]`). */
   static fromAwsAllowlist(doc: { allowlist?: ReadonlyArray<PolicyRuleObject> | null }): Policy {
-    return new Policy({ allow: doc.allowlist ?? [] });
+    // like AWS's: an entry's IP also allows the (operator-given) name that resolves to it
+    return new Policy({ allow: doc.allowlist ?? [] }, { addressRulesAllowNames: true });
   }
 
   /** A policy allowing everything except `deny` (for trusted routes). */
@@ -222,7 +255,8 @@ export class Policy {
     const ip = parseNumericHost(name);
     if (ip) return this.checkAddress(undefined, formatIp(ip), port);
     for (const r of this.denyRules) {
-      if (r.host && !r.host.any && hostMatches(r, name) && portMatches(r.ports, port)) {
+      // a name denied by a name rule (or by a deny `*`) is refused before any DNS
+      if (r.host && hostMatches(r, name) && portMatches(r.ports, port)) {
         return {
           allowed: false,
           code: DENIED,
@@ -231,11 +265,23 @@ export class Policy {
         };
       }
     }
+    // Only a rule that could allow this NAME lets it reach the resolver: IP/CIDR rules for the port
+    // would otherwise turn every name the client sends into a query (a channel out of the enclave).
     const couldAllow = this.allowRules.some(
-      (r) => portMatches(r.ports, port) && (r.cidr !== undefined || hostMatches(r, name)),
+      (r) =>
+        portMatches(r.ports, port) &&
+        (hostMatches(r, name) || (this.addressRulesAllowNames && r.cidr !== undefined)),
     );
-    if (!couldAllow)
-      return { allowed: false, code: DENIED, reason: `no allow rule matches ${name} port ${port}` };
+    if (!couldAllow) {
+      const addressOnly = this.allowRules.some((r) => r.cidr && portMatches(r.ports, port));
+      return {
+        allowed: false,
+        code: DENIED,
+        reason:
+          `no allow rule matches ${name} port ${port}` +
+          (addressOnly ? ' (IP and CIDR rules allow addresses asked for as IPs, not names)' : ''),
+      };
+    }
     return undefined;
   }
 
@@ -259,35 +305,55 @@ export class Policy {
   ): PolicyDecision {
     const unspecified = unspecifiedRefusal(name, dest);
     if (unspecified) return unspecified;
-    const what = describeDest(name, dest);
     const inCidr = (c: Cidr) =>
       cidrContains(c, dest.ip) || (dest.nat64 !== undefined && cidrContains(c, dest.nat64));
+    // for a name, the reason says which rule matched the NAME, never which address it resolved to
+    const asked = name === undefined ? describeLiteral(dest) : name;
+    const resolved = name === undefined ? {} : { address: dest.text };
     for (const r of this.denyRules) {
       if (!portMatches(r.ports, port)) continue;
-      if (
-        (r.cidr && inCidr(r.cidr)) ||
-        (name !== undefined && hostMatches(r, name)) ||
-        r.host?.any
-      ) {
+      if ((name !== undefined && hostMatches(r, name)) || r.host?.any) {
         return {
           allowed: false,
           code: DENIED,
-          reason: `${what} port ${port} matches deny rule "${r.text}"`,
+          reason: `${asked} port ${port} matches deny rule "${r.text}"`,
           rule: r.text,
+          ...resolved,
+        };
+      }
+      if (r.cidr && inCidr(r.cidr)) {
+        return {
+          allowed: false,
+          code: DENIED,
+          reason:
+            name === undefined
+              ? `${asked} port ${port} matches deny rule "${r.text}"`
+              : `${name} port ${port} resolves to an address a deny rule covers`,
+          rule: r.text,
+          ...resolved,
         };
       }
     }
+    const cidrAllows = name === undefined || this.addressRulesAllowNames;
     for (const r of this.allowRules) {
       if (!portMatches(r.ports, port)) continue;
       if (
-        (r.cidr && inCidr(r.cidr)) ||
+        (cidrAllows && r.cidr && inCidr(r.cidr)) ||
         r.host?.any ||
         (name !== undefined && hostMatches(r, name))
       ) {
         return { allowed: true, rule: r.text };
       }
     }
-    return { allowed: false, code: DENIED, reason: `no allow rule matches ${what} port ${port}` };
+    return {
+      allowed: false,
+      code: DENIED,
+      reason:
+        name === undefined
+          ? `no allow rule matches ${asked} port ${port}`
+          : `${name} port ${port} resolves to an address no allow rule covers`,
+      ...resolved,
+    };
   }
 
   /** Checks a connection to `host:port` that resolved to `addresses`: every one must pass. */

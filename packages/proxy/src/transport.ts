@@ -270,13 +270,41 @@ function sharedResolver(): Resolver {
   return defaultResolver;
 }
 
-function refusal(decision: { code: string; reason: string; rule?: string }, shown: string) {
+/** The policy's refusal; the message (what a gateway sends the client) never holds a resolved address. */
+function refusal(
+  decision: { code: string; reason: string; rule?: string; address?: string },
+  shown: string,
+) {
   return new ProxyError(
     decision.code,
     `Connection to ${shown} refused by policy: ${decision.reason}.`,
     {
       address: shown,
-      details: { reason: decision.reason, ...(decision.rule ? { rule: decision.rule } : {}) },
+      details: {
+        reason: decision.reason,
+        ...(decision.rule ? { rule: decision.rule } : {}),
+        // for the parent's log only
+        ...(decision.address ? { resolved: decision.address } : {}),
+      },
+    },
+  );
+}
+
+/**
+ * A connect failure for a requested NAME, worded without the address it resolved to (that one
+ * goes to `details.dialled`, for the parent's log): a gateway sends this message to the enclave.
+ */
+function nameDialError(err: unknown, shown: string, dialled: string): unknown {
+  if (!(err instanceof ProxyError) || err.code === 'ERR_PROXY_ABORTED') return err;
+  const timeout = err.code === 'ERR_PROXY_DIAL_TIMEOUT'; // its message names `shown` already
+  return new ProxyError(
+    err.code,
+    timeout ? err.message : `Connecting to ${shown} failed: ${err.code}.`,
+    {
+      cause: err.cause ?? err,
+      address: shown,
+      ...(err.syscall ? { syscall: err.syscall } : {}),
+      details: { dialled },
     },
   );
 }
@@ -312,8 +340,8 @@ export async function dialTcp(
     if (!dest) {
       throw new ProxyError(
         'ERR_PROXY_DNS',
-        `Resolving ${name} returned ${JSON.stringify(a.address)}, which is not an IP address.`,
-        { address: shown, syscall: 'getaddrinfo' },
+        `Resolving ${name} returned something that is not an IP address.`,
+        { address: shown, syscall: 'getaddrinfo', details: { resolved: a.address } },
       );
     }
     const asked = literal ? undefined : name;
@@ -341,10 +369,11 @@ export async function dialTcp(
         allowHalfOpen: true,
         noDelay: true,
       });
-      return await awaitConnect(socket, addr, options.timeoutMs, options.signal);
+      // a name's errors are labelled with the name, not the address it resolved to
+      return await awaitConnect(socket, literal ? addr : shown, options.timeoutMs, options.signal);
     } catch (err) {
       if (options.signal?.aborted) throw err;
-      lastError = err;
+      lastError = literal ? err : nameDialError(err, shown, addr);
     }
   }
   if (targets.length > 1) {
@@ -352,8 +381,13 @@ export async function dialTcp(
       lastError instanceof ProxyError ? lastError : socketError(lastError, shown, 'Connecting to');
     throw new ProxyError(
       e.code,
-      `Connecting to ${shown} failed on all ${targets.length} addresses; last: ${errorMessage(lastError)}`,
-      { cause: lastError, address: shown, ...(e.syscall ? { syscall: e.syscall } : {}) },
+      `Connecting to ${shown} failed on every address it resolves to; last: ${errorMessage(lastError)}`,
+      {
+        cause: lastError,
+        address: shown,
+        ...(e.syscall ? { syscall: e.syscall } : {}),
+        details: { dialled: targets.map((t) => t.text) },
+      },
     );
   }
   throw lastError;

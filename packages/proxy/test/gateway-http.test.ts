@@ -523,7 +523,11 @@ describe('egress gateway: plain-HTTP proxy requests (absolute form)', () => {
       `POST http://rebind.test:${s.web.port}/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc`,
     );
     expect(n.status).toBe(403);
-    expect(n.body).toContain('127.0.0.9');
+    // the enclave learns that the name is refused, not what it resolved to (issue 10 item 2)
+    expect(n.body).toContain(
+      `rebind.test port ${s.web.port} resolves to an address a deny rule covers`,
+    );
+    expect(n.body).not.toContain('127.0.0.9');
     const p = await exchange(`GET http://127.0.0.1:1/ HTTP/1.1\r\n\r\n`);
     expect(p.status).toBe(403);
     expect(p.body).toContain('no allow rule matches 127.0.0.1 port 1');

@@ -196,8 +196,11 @@ describe('policy on real dials', () => {
     expect(r.metrics.snapshot().errors).toEqual({ ERR_PROXY_POLICY_DENIED: 1 });
     expect(r.metrics.snapshot().refused).toEqual({ policy: 1 });
     const line = log.lines.find((l) => l.msg === 'connection refused by policy');
-    expect(String(line?.obj.err)).toContain('sneaky.test (127.0.0.1)');
-    expect(String(line?.obj.err)).toContain('deny rule "127.0.0.0/8"');
+    expect(String(line?.obj.err)).toContain(
+      `sneaky.test port ${up.port} resolves to an address a deny rule covers`,
+    );
+    // the log (not the message a gateway would send back) names the address and the rule
+    expect(line?.obj.details).toMatchObject({ rule: '127.0.0.0/8', resolved: '127.0.0.1' });
     expect(up.sockets.size).toBe(0);
   });
 

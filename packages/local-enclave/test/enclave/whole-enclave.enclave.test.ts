@@ -227,7 +227,7 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
     const parentYaml = join(tmp, 'parent.yaml');
     writeFileSync(
       parentYaml,
-      `egressGateway:\n  name: egress\n  listen: vsock:any:8001\n  connectTimeoutMs: 5000\n  policy:\n    allow:\n      - { address: 127.0.0.1, port: ${port} }\n`,
+      `egressGateway:\n  name: egress\n  listen: vsock:any:8001\n  connectTimeoutMs: 5000\n  policy:\n    allow:\n      - { address: localhost, port: ${port} }\n      - { address: 127.0.0.1, port: ${port} }\n`,
     );
     const vsockEnv = { ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir };
     await spawnChild(
