@@ -221,7 +221,9 @@ export class Route {
           ? undefined
           : options.policy instanceof Policy
             ? options.policy
-            : new Policy(options.policy);
+            : // the dial target is the operator's, not a client's: like AWS's allowlist, an IP rule
+              // also allows the configured name that resolves into it (no DNS channel to close here)
+              new Policy(options.policy, { addressRulesAllowNames: true });
       const resolver = options.resolver ?? (options.dns ? createResolver(options.dns) : undefined);
       this.dialer = (ctx) =>
         dialEndpoint(target, {
@@ -503,7 +505,7 @@ export class Route {
               err: errorMessage(err),
               ...(details ? { details } : {}),
             },
-            code === 'ERR_PROXY_POLICY_DENIED' ? 'connection refused by policy' : 'dial failed',
+            refusal === 'policy' ? 'connection refused by policy' : 'dial failed',
           );
         }
         conn.reason ??= `dial_failed:${code}`;

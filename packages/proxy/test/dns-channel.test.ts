@@ -9,6 +9,7 @@ import {
   createEgressGateway,
   createEgressGatewayServer,
   createResolver,
+  createRoute,
   httpConnectDialer,
   type LookupFunction,
   Policy,
@@ -163,6 +164,37 @@ describe('a name is resolved only when a rule could allow that name', () => {
     const strict = new Policy({ allow: ['10.0.0.5:443'] });
     expect(strict.precheck('kms.internal', 443)).toMatchObject({ allowed: false });
     expect(strict.check('kms.internal', 443, ['10.0.0.5']).allowed).toBe(false);
+  });
+});
+
+describe("a route's policy: the dial target is the operator's name", () => {
+  it('an IP/CIDR rule allows the configured name that resolves into it, and only then', async () => {
+    const routeTo = async (name: string) => {
+      const r = createRoute({
+        name: `db-${name}`,
+        listen: 'tcp:127.0.0.1:0',
+        dial: `tcp:${name}:${port}`,
+        policy: { allow: [`127.0.0.0/8:${port}`] },
+        resolver: createResolver({
+          lookup: async (h) => ({
+            addresses: [{ address: h === 'db.test' ? '127.0.0.1' : '10.9.9.9', family: 4 }],
+          }),
+        }),
+      });
+      await r.start();
+      cleanups.push(() => r.close({ drain: false }));
+      const c = await connect((r.endpoint as { port: number }).port);
+      c.on('error', () => {});
+      const chunks: Buffer[] = [];
+      c.on('data', (d: Buffer) => chunks.push(d));
+      c.end('ping');
+      await closed(c);
+      return { r, echoed: Buffer.concat(chunks).toString() };
+    };
+    expect((await routeTo('db.test')).echoed).toBe('ping');
+    const elsewhere = await routeTo('moved.test');
+    expect(elsewhere.echoed).toBe('');
+    await waitFor(() => elsewhere.r.metrics.snapshot().errors.ERR_PROXY_POLICY_DENIED === 1);
   });
 });
 
