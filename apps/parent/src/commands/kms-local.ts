@@ -58,6 +58,7 @@ interface KmsLocalFlags {
   tlsCert?: string;
   maxAttestationAge: string;
   allowDebug: boolean;
+  insecureAcceptUnsignedQemuAttestation: boolean;
   logLevel: string;
 }
 
@@ -128,6 +129,11 @@ export function register(program: Command): void {
     .option('--tls-cert <file>', 'and this certificate (PEM)')
     .option('--max-attestation-age <seconds>', 'oldest accepted attestation document', '300')
     .option('--allow-debug', 'accept debug-mode enclave documents (PCR0-2 zero)', false)
+    .option(
+      '--insecure-accept-unsigned-qemu-attestation',
+      "INSECURE, local development only: also accept the UNSIGNED attestation documents of QEMU's nitro-enclave machine (ee-parent run-enclave); anyone reaching this KMS can then claim any PCRs",
+      false,
+    )
     .option('--log-level <level>', 'pino level (stderr)', 'info')
     .addHelpText(
       'after',
@@ -246,6 +252,8 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime failure (e.g. EADDRINUSE), 2 
           allowDebugEnclaves: fromCli('allowDebug')
             ? flags.allowDebug
             : (file?.allowDebug ?? false),
+          insecureAcceptUnsignedQemuAttestation:
+            flags.insecureAcceptUnsignedQemuAttestation === true,
           logger,
           ...(tls ? { tls } : {}),
         });
