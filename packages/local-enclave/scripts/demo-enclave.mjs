@@ -2,7 +2,7 @@
 // `pnpm demo:enclave`: the demo (examples/demo) inside a real enclave image booted on this
 // machine under QEMU's nitro-enclave machine, instead of the emulation `pnpm demo` uses.
 //
-//   local attested KMS (insecure dev option: accepts QEMU's unsigned NSM documents)
+//   ee-parent kms-local --insecure-accept-unsigned-qemu-attestation (QEMU's NSM signs nothing)
 //   ee-parent run (examples/demo/parent.yaml: egress gateway, policy allows only the KMS)
 //   ee-parent credentials-relay (vsock 8002, only for the enclave's CID)
 //        ^  vsock emulation folder  ^
@@ -39,14 +39,12 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const say = (who, text) => process.stdout.write(`${`[${who}]`.padEnd(10)} ${text}\n`);
 const children = new Set();
 let tmp;
-let kms;
 let runDir;
 
 async function cleanup() {
   if (runDir)
     spawnSync(process.execPath, [parentCli, 'terminate-enclave', '--all', '--run-dir', runDir]);
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-  await kms?.close().catch(() => {});
   if (tmp && !flag('--keep')) rmSync(tmp, { recursive: true, force: true });
 }
 
@@ -120,7 +118,6 @@ async function main() {
   }
   const le = await import(join(repo, 'packages/local-enclave/dist/index.js'));
   const { buildEif } = await import(join(repo, 'packages/eif/dist/index.js'));
-  const { createLocalKms } = await import(join(repo, 'packages/kms/dist/local/index.js'));
   const fromKms = createRequire(join(repo, 'packages/kms/package.json'));
   const { KMSClient, CreateKeyCommand, EncryptCommand, PutKeyPolicyCommand } =
     fromKms('@aws-sdk/client-kms');
@@ -178,18 +175,34 @@ async function main() {
     ],
     { stdio: 'ignore' },
   );
-  kms = await createLocalKms({
-    dataDir: join(tmp, 'kms'),
-    credentials: [creds],
-    region: cfg.region,
-    accountId: cfg.kms.accountId,
-    tls: { key: readFileSync(kmsKey), cert: readFileSync(kmsCrt) },
-    insecureAcceptUnsignedQemuAttestation: true,
-  });
-  await kms.listen({ port: Number(endpoint.port), host: '127.0.0.1' });
+  await start(
+    'kms-local',
+    [
+      'kms-local',
+      '--data-dir',
+      join(tmp, 'kms'),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      endpoint.port,
+      '--region',
+      cfg.region,
+      '--account-id',
+      cfg.kms.accountId,
+      '--tls-key',
+      kmsKey,
+      '--tls-cert',
+      kmsCrt,
+      '--insecure-accept-unsigned-qemu-attestation',
+      '--log-level',
+      'warn',
+    ],
+    { AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey },
+    /kms-local listening on/,
+  );
   say(
     'kms',
-    `local attested KMS on ${cfg.kms.endpoint}; INSECURE dev option on: accepts QEMU's UNSIGNED attestation documents`,
+    `ee-parent kms-local on ${cfg.kms.endpoint} with --insecure-accept-unsigned-qemu-attestation (QEMU's NSM signs nothing)`,
   );
 
   // 2. ee-parent run + credentials relay on the vsock emulation folder the backend bridges to.
