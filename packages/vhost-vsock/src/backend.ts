@@ -131,6 +131,8 @@ export async function createVhostVsockBackend(
   // in-process listeners: an emulated vsock folder of our own, looked at before vsockDir
   let privateDir: string | undefined;
   const inProcess = new Map<number, VsockServer>();
+  // handler sockets by `${guestPort}:${hostPort}`, so a reset reaches them as ECONNRESET
+  const handlerSockets = new Map<string, VsockSocket>();
   const ownDir = () => {
     if (!privateDir) privateDir = mkdtempSync(join(tmpdir(), 'ee-vhost-'));
     return privateDir;
@@ -147,6 +149,15 @@ export async function createVhostVsockBackend(
     }
     if (!path) return null;
     const socket = net.connect({ path, allowHalfOpen: true });
+    if (inProcess.has(dst.port)) {
+      const key = `${guest.port}:${dst.port}`;
+      socket.once('close', () => {
+        // our side went away before the handler finished writing: the guest reset (or the
+        // device was reset); a half-open handler would otherwise wait forever
+        const h = handlerSockets.get(key);
+        if (h && !h.destroyed && !h.writableFinished) h.destroy(resetError(dst.port));
+      });
+    }
     const preamble = Buffer.alloc(12);
     preamble.write('EEv1', 0, 'latin1');
     preamble.writeUInt32LE(guest.cid, 4);
@@ -277,7 +288,14 @@ export async function createVhostVsockBackend(
         );
       }
       const transport = createEmulatedTransport({ dir: ownDir(), localCid: hostCid });
-      const server = createServer({ transport, allowHalfOpen: true }, handler);
+      const server = createServer({ transport, allowHalfOpen: true }, (socket) => {
+        const key = `${socket.remotePort}:${port}`;
+        handlerSockets.set(key, socket);
+        socket.once('close', () => {
+          if (handlerSockets.get(key) === socket) handlerSockets.delete(key);
+        });
+        handler(socket);
+      });
       inProcess.set(port, server);
       await new Promise<void>((ok, ko) => {
         server.once('error', (err) => {
@@ -308,6 +326,8 @@ export async function createVhostVsockBackend(
         const s = vmServer;
         waits.push(new Promise((ok) => s.close(() => ok())));
       }
+      for (const h of handlerSockets.values()) h.destroy();
+      handlerSockets.clear();
       for (const s of inProcess.values()) {
         waits.push(
           new Promise((ok) => {
@@ -323,6 +343,19 @@ export async function createVhostVsockBackend(
   options.signal?.addEventListener('abort', () => void backend.close(), { once: true });
   logger.info({ socketPath, guestCid, vsockDir, vmSocketPath }, 'vhost-vsock: backend listening');
   return backend;
+}
+
+function resetError(port: number): Error {
+  return Object.assign(
+    new Error(
+      `read ECONNRESET: the guest reset the connection to host port ${port} (or the device was reset)`,
+    ),
+    {
+      code: 'ECONNRESET',
+      errno: -104,
+      syscall: 'read',
+    },
+  );
 }
 
 async function listenUnix(server: net.Server, path: string): Promise<void> {
