@@ -117,7 +117,6 @@ export class VsockDriver {
   private readonly q: QueueLayout[] = [];
   private readonly callWatches: Watch[] = [];
   private alloc = 0;
-  private readonly rxBufs = new Map<number, number>(); // head -> offset of its header buffer
   private readonly txFree: number[] = [];
   private readonly conns = new Map<string, DriverConn>();
   private readonly listeners = new Map<number, (c: DriverConn) => boolean>();

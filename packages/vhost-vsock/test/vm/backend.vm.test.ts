@@ -12,7 +12,7 @@ import {
 } from '@enclave-extras/vsock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createVhostVsockBackend, type VhostVsockBackend } from '../../src/index.js';
-import { AGENT_PORT, type Guest, missing, startQemu } from './guest.js';
+import { AGENT_PORT, type Guest, missing, runInGuest, startQemu, waitForAgent } from './guest.js';
 
 const why = missing();
 const CID = 42;
@@ -37,38 +37,9 @@ describe.skipIf(why !== null)(`vhost-vsock under QEMU${why ? ` (skipped: ${why})
   let fdsBefore: number;
   const transport = () => createEmulatedTransport({ dir, localCid: 1 });
 
-  /** Runs `cmd` in the guest with `input` as its stdin; resolves with its stdout. */
-  const run = (cmd: string, input?: Buffer): Promise<Buffer> =>
-    new Promise((resolve, reject) => {
-      const s = connect({
-        cid: CID,
-        port: AGENT_PORT,
-        transport: transport(),
-        allowHalfOpen: true,
-      });
-      const out: Buffer[] = [];
-      s.on('data', (d: Buffer) => out.push(d));
-      s.on('error', reject);
-      s.on('end', () => resolve(Buffer.concat(out)));
-      s.write(`${cmd}\n`);
-      if (input) s.write(input);
-      s.end();
-    });
-
-  async function waitForAgent(): Promise<void> {
-    const deadline = Date.now() + 240_000;
-    for (;;) {
-      try {
-        const r = await run('echo ready');
-        if (r.toString() === 'ready\n') return;
-      } catch {}
-      if (Date.now() > deadline || guest.console().includes('failed'))
-        throw new Error(
-          `guest agent not reachable; console:\n${guest.console()}\nbackend log:\n${logs.slice(-40).join('\n')}`,
-        );
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const run = (cmd: string, input?: Buffer) => runInGuest(transport(), CID, cmd, input);
+  const waitForAgentUp = () =>
+    waitForAgent(transport(), CID, guest, () => `backend log:\n${logs.slice(-40).join('\n')}`);
 
   beforeAll(async () => {
     fdsBefore = fdCount();
@@ -80,7 +51,7 @@ describe.skipIf(why !== null)(`vhost-vsock under QEMU${why ? ` (skipped: ${why})
       logger,
     });
     guest = startQemu({ socketPath: backend.socketPath, consoleLog: join(dir, 'console.log') });
-    await waitForAgent();
+    await waitForAgentUp();
   });
 
   afterAll(async () => {
@@ -248,7 +219,7 @@ describe.skipIf(why !== null)(`vhost-vsock under QEMU${why ? ` (skipped: ${why})
       'a device reset and the held connection dropped',
     );
     heldOpen.destroy();
-    await waitForAgent();
+    await waitForAgentUp();
     expect((await run('echo back')).toString()).toBe('back\n');
     expect(backend.stats.frontEndConnected).toBe(true);
   });

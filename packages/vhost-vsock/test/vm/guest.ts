@@ -16,6 +16,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect, type VsockTransport } from '@enclave-extras/vsock';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const VSOCK_VM_CACHE = process.env.VSOCK_VM_CACHE ?? '/var/cache/enclave-extras/vsock-vm';
@@ -191,4 +192,49 @@ export function startQemu(o: { socketPath: string; consoleLog: string; memMiB?: 
       await exited;
     },
   };
+}
+
+/** Runs `cmd` in the guest through its agent (port 7000) with `input` as stdin; resolves with stdout. */
+export function runInGuest(
+  transport: VsockTransport,
+  cid: number,
+  cmd: string,
+  input?: Buffer,
+): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ cid, port: AGENT_PORT, transport, allowHalfOpen: true });
+    const out: Buffer[] = [];
+    s.on('data', (d: Buffer) => out.push(d));
+    s.on('error', reject);
+    s.on('end', () => {
+      resolve(Buffer.concat(out));
+      s.destroy();
+    });
+    s.write(`${cmd}\n`);
+    if (input) s.write(input);
+    s.end();
+  });
+}
+
+/** Waits until the guest agent answers (boot, or reboot); throws with the console otherwise. */
+export async function waitForAgent(
+  transport: VsockTransport,
+  cid: number,
+  guest: Guest,
+  extra: () => string = () => '',
+): Promise<void> {
+  const deadline = Date.now() + 240_000;
+  for (;;) {
+    try {
+      if ((await runInGuest(transport, cid, 'echo ready')).toString() === 'ready\n') return;
+    } catch {}
+    if (
+      Date.now() > deadline ||
+      guest.console().includes('failed') ||
+      guest.proc.exitCode !== null
+    ) {
+      throw new Error(`guest agent not reachable; console:\n${guest.console()}\n${extra()}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
