@@ -347,8 +347,10 @@ export class FrontEnd {
     });
     const rx = this.rings[0]?.queue;
     const tx = this.rings[1]?.queue;
-    if (rx && tx && !this.device.running) {
-      this.logger.info({ guestCid: this.guestCid }, 'vhost-vsock: device started');
+    if (rx && tx && (!this.device.running || !this.device.uses(rx, tx))) {
+      // first start, or the rings were rebuilt on a new memory table while running
+      if (!this.device.running)
+        this.logger.info({ guestCid: this.guestCid }, 'vhost-vsock: device started');
       this.device.start({ rx, tx, notify: (q) => this.notify(q) });
       this.onKick(1);
     }

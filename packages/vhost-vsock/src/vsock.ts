@@ -25,6 +25,7 @@ import type { SplitQueue } from './virtqueue.js';
 
 const MAX_PKT = 64 * 1024;
 const CLOSE_TIMEOUT_MS = 8000;
+const REQUEST_TIMEOUT_MS = 10_000;
 const SHUTDOWN_BOTH = SHUTDOWN_RCV | SHUTDOWN_SEND;
 
 /** Counters of a backend (cumulative since it started). */
@@ -122,6 +123,11 @@ export class VsockDevice {
     return this.queues !== null;
   }
 
+  /** Whether the device runs on exactly these queue objects. */
+  uses(rx: SplitQueue, tx: SplitQueue): boolean {
+    return this.queues?.rx === rx && this.queues?.tx === tx;
+  }
+
   start(queues: DeviceQueues): void {
     this.queues = queues;
     this.scheduleRx();
@@ -199,6 +205,7 @@ export class VsockDevice {
         }
         if (c.state !== 'requesting') return;
         c.state = 'established';
+        if (c.closeTimer) clearTimeout(c.closeTimer);
         this.o.stats.connectionsTotal++;
         c.onOutcome?.(true, c.hostPort);
         c.onOutcome = undefined;
@@ -319,6 +326,12 @@ export class VsockDevice {
     this.nextHostPort = hostPort >= 0xffff_fff0 ? 0x4000_0000 : hostPort + 1;
     const c = this.newConn(port, hostPort, this.o.hostCid, socket, true);
     c.onOutcome = onOutcome;
+    // a guest that never answers the REQUEST (hung) does not keep the host client forever
+    c.closeTimer = setTimeout(
+      () => c.state === 'requesting' && this.drop(c, true),
+      REQUEST_TIMEOUT_MS,
+    );
+    c.closeTimer.unref();
     socket.pause();
     socket.once('error', () => c.state !== 'established' && this.drop(c, true));
     socket.once('close', () => c.state !== 'established' && this.drop(c, true));
