@@ -110,6 +110,7 @@ export class VsockDevice {
   private readonly ctrl: Outgoing[] = [];
   private readonly ready = new Set<Conn>();
   private rxScheduled = false;
+  private rxSizeLogged = false;
   private nextHostPort = 0x4000_0000;
   private readonly highWater: number;
   private readonly lowWater: number;
@@ -531,6 +532,13 @@ export class VsockDevice {
         break; // the guest kicks rx when it adds buffers
       }
       const room = capacity(chain.writable) - HDR_LEN;
+      if (!this.rxSizeLogged) {
+        this.rxSizeLogged = true;
+        this.o.logger.debug(
+          { bytes: room + HDR_LEN, buffers: chain.writable.length },
+          'vhost-vsock: guest rx buffer size',
+        );
+      }
       if (room < 0) {
         q.rx.push(chain.head, 0);
         pushed = true;
