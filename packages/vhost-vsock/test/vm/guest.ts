@@ -63,25 +63,32 @@ export function qemuPath(): string | undefined {
   return process.env.VHOST_VSOCK_QEMU ?? which('qemu-system-x86_64');
 }
 
-const INIT = `#!/bin/busybox sh
+function initScript(modules: readonly string[]): string {
+  return `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
-for m in ${MODULES.map((m) => m.split('/').pop()).join(' ')}; do insmod /mods/$m || echo "vt-guest: insmod $m failed"; done
+for m in ${modules.map((m) => m.split('/').pop()).join(' ')}; do insmod /mods/$m || echo "vt-guest: insmod $m failed"; done
 echo "vt-guest: up, vsock agent on port ${AGENT_PORT}"
 vt listen ${AGENT_PORT} 'read -r line; eval "$line"' &
 while true; do sleep 3600; done
 `;
+}
 
-/** Builds (once, cached by content) the initramfs; returns its path. */
-export function buildInitramfs(): string {
+/**
+ * Builds (once, cached by content) the initramfs; returns its path. `withModules: false` is for
+ * kernels with virtio-vsock built in (the enclave kernel).
+ */
+export function buildInitramfs(withModules = true): string {
+  const modules = withModules ? MODULES : [];
+  const INIT = initScript(modules);
   const vt = readFileSync(join(here, 'guest', 'vt.c'));
   const key = createHash('sha256')
     .update(vt)
     .update(INIT)
-    .update(MODULES.join())
+    .update(modules.join())
     .digest('hex')
     .slice(0, 16);
   const cache = join(here, '..', '..', 'node_modules', '.cache', 'vhost-vsock-guest');
@@ -108,7 +115,7 @@ export function buildInitramfs(): string {
     join(stage, 'bin', 'vt'),
     join(here, 'guest', 'vt.c'),
   ]);
-  for (const m of MODULES)
+  for (const m of modules)
     copyFileSync(
       join(VSOCK_VM_CACHE, 'kmods', m),
       join(stage, 'mods', m.split('/').pop() as string),
@@ -237,4 +244,67 @@ export async function waitForAgent(
     }
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/** QEMU with the nitro-enclave machine (nsm-vm's cached build) and the enclave kernel, if built. */
+export function nitroAssets(): { qemu: string; kernel: string } | string {
+  const qemu =
+    process.env.NITRO_QEMU ?? '/var/cache/enclave-extras/nsm-vm/qemu/qemu-system-x86_64-wrapper';
+  const kernel = process.env.ENCLAVE_KERNEL ?? '/var/cache/enclave-extras/enclave-kernel/bzImage';
+  if (process.env.ENCLAVE_EXTRAS_SKIP_VM === '1') return 'ENCLAVE_EXTRAS_SKIP_VM=1';
+  if (!existsSync(qemu))
+    return `no QEMU with the nitro-enclave machine at ${qemu} (run ../shared/tools/nsm-vm --qemu-path once, or set NITRO_QEMU)`;
+  if (!existsSync(kernel))
+    return `no enclave kernel at ${kernel} (run ../shared/tools/enclave-kernel once, or set ENCLAVE_KERNEL)`;
+  if (!which('gcc') || !which('cpio')) return 'gcc and cpio are needed for the guest initramfs';
+  if (!existsSync(join(VSOCK_VM_CACHE, 'debs')))
+    return `no busybox-static .deb in ${VSOCK_VM_CACHE}/debs`;
+  return { qemu, kernel };
+}
+
+/** The AWS blobs' x86_64 cmdline (the machine appends its virtio_mmio.device= entries). */
+export const ENCLAVE_CMDLINE =
+  'reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on';
+
+/** The nitro-enclave machine booting `eif`, its vsock served on `socketPath`. */
+export function startNitroEnclave(o: {
+  qemu: string;
+  eif: string;
+  socketPath: string;
+  consoleLog: string;
+  memMiB?: number;
+}): Guest {
+  const args = [
+    '-M',
+    'nitro-enclave,vsock=c,id=vhost-vsock-test',
+    '-m',
+    `${o.memMiB ?? 512}M`,
+    '-smp',
+    '1',
+    '-kernel',
+    o.eif,
+    '-chardev',
+    `socket,id=c,path=${o.socketPath}`,
+    '-display',
+    'none',
+    '-serial',
+    `file:${o.consoleLog}`,
+  ];
+  const proc = spawn(o.qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr?.on('data', (d) => {
+    stderr += String(d);
+  });
+  const exited = new Promise<void>((ok) => proc.once('exit', () => ok()));
+  return {
+    proc,
+    consoleLog: o.consoleLog,
+    console: () =>
+      (existsSync(o.consoleLog) ? readFileSync(o.consoleLog, 'utf8') : '') +
+      (stderr ? `\n[qemu stderr]\n${stderr}` : ''),
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
 }
