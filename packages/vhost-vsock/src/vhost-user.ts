@@ -351,7 +351,12 @@ export class FrontEnd {
       // first start, or the rings were rebuilt on a new memory table while running
       if (!this.device.running)
         this.logger.info({ guestCid: this.guestCid }, 'vhost-vsock: device started');
-      this.device.start({ rx, tx, notify: (q) => this.notify(q) });
+      this.device.start({
+        rx,
+        tx,
+        notify: (q) => this.notify(q),
+        fail: (err, q) => this.ringFailed(err, q.index),
+      });
       this.onKick(1);
     }
   }
@@ -362,11 +367,16 @@ export class FrontEnd {
       if (i === 1) this.device.processTx();
       else if (i === 0) this.device.processRx();
     } catch (err) {
-      this.logger.error({ err, queue: i }, 'vhost-vsock: virtqueue error; device stopped');
-      const r = this.rings[i];
-      if (r && r.errFd >= 0) signalEventFd(r.errFd);
-      this.stopAll(`virtqueue ${i} error`);
+      this.ringFailed(err, i);
     }
+  }
+
+  /** A ring broke the rules: the guest driver is told (error eventfd), the device stops. */
+  private ringFailed(err: unknown, i: number): void {
+    this.logger.error({ err, queue: i }, 'vhost-vsock: virtqueue error; device stopped');
+    const r = this.rings[i];
+    if (r && r.errFd >= 0) signalEventFd(r.errFd);
+    this.stopAll(`virtqueue ${i} error`);
   }
 
   private notify(q: SplitQueue): void {

@@ -91,6 +91,8 @@ export interface DeviceQueues {
   tx: SplitQueue;
   /** signals the driver that used buffers are available on `queue` */
   notify(queue: SplitQueue): void;
+  /** a ring broke the rules while the device processed it outside a kick (the device must stop) */
+  fail(err: unknown, queue: SplitQueue): void;
 }
 
 export interface VsockDeviceOptions {
@@ -498,7 +500,13 @@ export class VsockDevice {
     this.rxScheduled = true;
     setImmediate(() => {
       this.rxScheduled = false;
-      this.processRx();
+      const q = this.queues;
+      try {
+        this.processRx();
+      } catch (err) {
+        if (q && this.queues === q) q.fail(err, q.rx);
+        else throw err;
+      }
     });
   }
 

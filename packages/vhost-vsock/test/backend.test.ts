@@ -184,6 +184,41 @@ describe('vhost-vsock backend with an in-process driver', () => {
     }
   });
 
+  it('a new memory table while running: the rings move to the new mapping, connections go on', async () => {
+    await backend.listen(9004, (s) => s.pipe(s));
+    const c = await driver.connect(3, 9004);
+    const a = randomBytes(100_000);
+    c.write(a);
+    await until(() => c.rxCnt === a.length, 'the first echo');
+    await driver.setMemTable();
+    const b = randomBytes(100_000);
+    c.write(b);
+    await until(() => c.rxCnt === a.length + b.length, 'the second echo');
+    expect(sha(c.data())).toBe(sha(Buffer.concat([a, b])));
+    expect(backend.stats.deviceResets).toBe(0);
+    expect(driver.violations).toEqual([]);
+  });
+
+  it('a broken ring (head out of range) stops the device; the process and the backend survive', async () => {
+    let hostSide: VsockSocket | undefined;
+    await backend.listen(9003, (s) => {
+      hostSide = s;
+    });
+    await driver.connect(3, 9003);
+    await until(() => hostSide !== undefined, 'the host side');
+    const error = new Promise<NodeJS.ErrnoException>((ok) => hostSide?.once('error', ok));
+    driver.publishBogusTx();
+    expect((await error).code).toBe('ECONNRESET');
+    expect(backend.stats.deviceResets).toBe(1);
+    // the device stays stopped until the front-end sets it up again (here: a new front-end)
+    driver.close();
+    await until(() => !backend.stats.frontEndConnected, 'the front-end to be gone');
+    driver = new VsockDriver();
+    await driver.start(backend.socketPath);
+    const c = await driver.connect(3, 9003);
+    expect(c.state).toBe('established');
+  });
+
   it('rejects bad options with VhostVsockError codes', async () => {
     await expect(
       createVhostVsockBackend({ socketPath: join(dir, 'x.sock'), guestCid: 2 }),

@@ -223,14 +223,7 @@ export class VsockDriver {
     this.send(REQ.SET_OWNER, Buffer.alloc(0));
     const want = features & ((1n << 32n) | (1n << 30n));
     if (await this.ack(REQ.SET_FEATURES, this.u64(want))) throw new Error('SET_FEATURES refused');
-    const table = Buffer.alloc(8 + 32);
-    table.writeUInt32LE(1, 0);
-    table.writeBigUInt64LE(BigInt(GPA_BASE), 8);
-    table.writeBigUInt64LE(BigInt(MEM_SIZE), 16);
-    table.writeBigUInt64LE(BigInt(UVA_BASE), 24);
-    table.writeBigUInt64LE(0n, 32);
-    if (await this.ack(REQ.SET_MEM_TABLE, table, [this.memfd]))
-      throw new Error('SET_MEM_TABLE refused');
+    await this.setMemTable();
     this.alloc = 0;
     for (let i = 0; i < 3; i++) {
       const desc = this.take(16 * QSIZE);
@@ -551,6 +544,24 @@ export class VsockDriver {
   /** Guest listener on `port`; `accept` returns false to refuse. */
   listen(port: number, accept: (c: DriverConn) => boolean): void {
     this.listeners.set(port, accept);
+  }
+
+  /** SET_MEM_TABLE (also while running: QEMU re-sends it when the memory map changes). */
+  async setMemTable(): Promise<void> {
+    const table = Buffer.alloc(8 + 32);
+    table.writeUInt32LE(1, 0);
+    table.writeBigUInt64LE(BigInt(GPA_BASE), 8);
+    table.writeBigUInt64LE(BigInt(MEM_SIZE), 16);
+    table.writeBigUInt64LE(BigInt(UVA_BASE), 24);
+    table.writeBigUInt64LE(0n, 32);
+    if (await this.ack(REQ.SET_MEM_TABLE, table, [this.memfd]))
+      throw new Error('SET_MEM_TABLE refused');
+  }
+
+  /** Puts a chain head that does not exist on the tx ring and kicks (a broken driver). */
+  publishBogusTx(): void {
+    this.publish(1, QSIZE + 5);
+    this.kick(1);
   }
 
   get connectionCount(): number {
