@@ -219,6 +219,28 @@ describe('vhost-vsock backend with an in-process driver', () => {
     expect(c.state).toBe('established');
   });
 
+  it('an AbortSignal closes the backend: its sockets are removed', async () => {
+    const ac = new AbortController();
+    const socketPath = join(dir, 'other.sock');
+    const other = await createVhostVsockBackend({
+      socketPath,
+      guestCid: 99,
+      vsockDir: dir,
+      signal: ac.signal,
+    });
+    expect(existsSync(socketPath)).toBe(true);
+    expect(existsSync(emulatedVmSocketPath(dir, 99))).toBe(true);
+    ac.abort();
+    await until(
+      () => !existsSync(socketPath) && !existsSync(emulatedVmSocketPath(dir, 99)),
+      'the sockets to go',
+    );
+    await other.close(); // idempotent
+    await expect(other.listen(1, () => {})).rejects.toMatchObject({
+      code: 'ERR_VHOST_VSOCK_CLOSED',
+    });
+  });
+
   it('rejects bad options with VhostVsockError codes', async () => {
     await expect(
       createVhostVsockBackend({ socketPath: join(dir, 'x.sock'), guestCid: 2 }),
