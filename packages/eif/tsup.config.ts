@@ -7,13 +7,13 @@ export default defineConfig([
     dts: true,
     target: 'node20',
     clean: true,
-    sourcemap: true,
+    sourcemap: false,
   },
   {
     entry: ['src/cli.ts'],
     format: ['esm'],
     target: 'node20',
     clean: false,
-    sourcemap: true,
+    sourcemap: false,
   },
 ]);
