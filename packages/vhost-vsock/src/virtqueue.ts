@@ -5,6 +5,12 @@ const VRING_DESC_F_NEXT = 1;
 const VRING_DESC_F_WRITE = 2;
 const VRING_DESC_F_INDIRECT = 4;
 const VRING_AVAIL_F_NO_INTERRUPT = 1;
+/**
+ * Most descriptors one chain may have, indirect entries included: QEMU's VIRTQUEUE_MAX_SIZE and
+ * Linux vhost's UIO_MAXIOV. A virtio-vsock driver uses 1 to ~20; the cap keeps a guest from
+ * making the device walk (and hold) millions of descriptors through one indirect table.
+ */
+export const MAX_CHAIN_DESCRIPTORS = 1024;
 
 /** A buffer of a descriptor chain, aliasing guest memory. */
 export interface Chain {
@@ -68,28 +74,58 @@ export class SplitQueue {
 
   /** The next available chain, or null. */
   pop(): Chain | null {
-    if (this.pending() === 0) return null;
+    const pending = this.pending();
+    if (pending === 0) return null;
+    if (pending > this.num) {
+      // the driver cannot have more than `num` chains outstanding: its index is corrupt
+      this.bad(
+        `avail index ${Atomics.load(this.availIdx, 0)} is ${pending} ahead of ${this.lastAvail} (queue size ${this.num})`,
+      );
+    }
     const head = Atomics.load(this.availRing, this.lastAvail % this.num);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     if (head >= this.num) this.bad(`available head ${head} >= queue size ${this.num}`);
     const chain: Chain = { head, readable: [], writable: [] };
-    this.walk(this.desc, this.num, head, chain, false);
+    this.walk(this.desc, this.num, head, chain, false, { n: 0 });
     return chain;
   }
 
-  private walk(table: Buffer, size: number, first: number, chain: Chain, nested: boolean): void {
+  private walk(
+    table: Buffer,
+    size: number,
+    first: number,
+    chain: Chain,
+    nested: boolean,
+    count: { n: number },
+  ): void {
     let i = first;
     for (let n = 0; ; n++) {
-      if (n >= size) this.bad('descriptor chain loops');
+      if (n >= size) this.bad(`descriptor chain from head ${chain.head} loops`);
+      if (++count.n > MAX_CHAIN_DESCRIPTORS) {
+        this.bad(
+          `descriptor chain from head ${chain.head} has more than ${MAX_CHAIN_DESCRIPTORS} descriptors`,
+        );
+      }
       const o = i * 16;
-      const addr = Number(table.readBigUInt64LE(o));
+      const addr64 = table.readBigUInt64LE(o);
       const len = table.readUInt32LE(o + 8);
       const flags = table.readUInt16LE(o + 12);
+      // guest-physical addresses are far below 2^53; above that a JS number would round
+      if (addr64 > BigInt(Number.MAX_SAFE_INTEGER - 0xffff_ffff)) {
+        this.bad(`descriptor ${i} address 0x${addr64.toString(16)} is out of range`);
+      }
+      const addr = Number(addr64);
       if (flags & VRING_DESC_F_INDIRECT) {
         if (nested) this.bad('nested indirect descriptor');
+        if (flags & VRING_DESC_F_NEXT) this.bad(`descriptor ${i} has both INDIRECT and NEXT`);
+        if (len === 0 || len % 16 !== 0) {
+          this.bad(`indirect table of ${len} bytes (descriptor ${i}) is not a multiple of 16`);
+        }
         const t = this.mem.guest(addr, len);
-        this.walk(t, Math.floor(len / 16), 0, chain, true);
-      } else if (len > 0) {
+        this.walk(t, len / 16, 0, chain, true, count);
+        return;
+      }
+      if (len > 0) {
         const b = this.mem.guest(addr, len);
         if (flags & VRING_DESC_F_WRITE) chain.writable.push(b);
         else {

@@ -53,6 +53,18 @@ interface QueueLayout {
   availIdx: number;
 }
 
+/** A descriptor as a hostile guest writes it (any address, length, flags). */
+export interface RawDesc {
+  addr: bigint;
+  len: number;
+  flags: number;
+  next?: number;
+}
+
+export const DESC_NEXT = 1;
+export const DESC_WRITE = 2;
+export const DESC_INDIRECT = 4;
+
 /** A guest-side stream. */
 export class DriverConn extends EventEmitter {
   state: 'connecting' | 'established' | 'closed' = 'connecting';
@@ -126,6 +138,10 @@ export class VsockDriver {
   readonly bufAlloc: number;
   violations: string[] = [];
   packetsSeen: Record<string, number> = {};
+  /** tx chains the device has returned on the used ring */
+  txConsumed = 0;
+  /** while true, the guest takes nothing off the rx used ring and posts no new rx buffers */
+  rxPaused = false;
 
   constructor(opts: { bufAlloc?: number } = {}) {
     this.bufAlloc = opts.bufAlloc ?? 64 * 1024;
@@ -244,7 +260,7 @@ export class VsockDriver {
       this.callWatches.push(
         watchReadable(call, () => {
           readEventFd(call);
-          if (i === 0) this.reapRx();
+          if (i === 0 && !this.rxPaused) this.reapRx();
           if (i === 1) this.reapTx();
         }),
       );
@@ -331,7 +347,11 @@ export class VsockDriver {
   }
 
   private reapTx(): void {
-    for (const { id } of this.usedEntries(1)) this.txFree.push(id / 2);
+    for (const { id } of this.usedEntries(1)) {
+      this.txConsumed++;
+      if (id % 2 === 0 && id < QSIZE) this.txFree.push(id / 2);
+      else this.violations.push(`tx used id ${id} was never posted`);
+    }
     this.flush();
   }
 
@@ -451,6 +471,69 @@ export class VsockDriver {
   control(c: DriverConn, op: number, flags: number): void {
     c.lastSentFwd = c.fwdCnt;
     this.queuePacket(this.hdr(c.localPort, c.remoteCid, c.remotePort, op, flags, 0, c.fwdCnt));
+  }
+
+  // ------------------------------------------------------------ a hostile guest
+
+  /** Takes the rx ring back up (answers everything the device wrote meanwhile). */
+  resumeRx(): void {
+    this.rxPaused = false;
+    this.reapRx();
+  }
+
+  /** `n` bytes of guest memory for hand-made tables and buffers: offset in `mem` and its GPA. */
+  scratch(n: number): { off: number; gpa: bigint } {
+    const off = this.take(n);
+    return { off, gpa: BigInt(GPA_BASE + off) };
+  }
+
+  /** Writes descriptor `i` of a table at `off` in `mem`. */
+  writeDesc(off: number, i: number, d: RawDesc): void {
+    const o = off + i * 16;
+    this.mem.writeBigUInt64LE(BigInt.asUintN(64, d.addr), o);
+    this.mem.writeUInt32LE(d.len >>> 0, o + 8);
+    this.mem.writeUInt16LE(d.flags, o + 12);
+    this.mem.writeUInt16LE(d.next ?? 0, o + 14);
+  }
+
+  /** Puts a hand-made chain on tx (one or two descriptors in a free slot) and kicks. */
+  txRaw(d0: RawDesc, d1?: RawDesc): void {
+    const slot = this.txFree.shift();
+    if (slot === undefined) throw new Error('no free tx slot');
+    const q = this.q[1] as QueueLayout;
+    const head = slot * 2;
+    this.writeDesc(q.desc, head, { next: head + 1, ...d0 });
+    if (d1) this.writeDesc(q.desc, head + 1, d1);
+    this.publish(1, head);
+    this.kick(1);
+  }
+
+  /** A packet header the guest could write, with `over` replacing any field. */
+  header(over: Partial<PacketHeader>): PacketHeader {
+    return { ...this.hdr(0, 2, 0, OP_RW, 0, 0, 0), ...over };
+  }
+
+  /** Sends a packet with any header (payload up to 4096 bytes, whatever `hdr.len` says). */
+  sendPacket(hdr: PacketHeader, data?: Buffer): void {
+    this.queuePacket(hdr, data);
+  }
+
+  /** Moves the avail index of queue `qi` ahead by `n` without writing ring entries, and kicks. */
+  bumpAvail(qi: number, n: number): void {
+    const q = this.q[qi] as QueueLayout;
+    q.availIdx = (q.availIdx + n) & 0xffff;
+    const idx = new Uint16Array(this.mem.buffer, this.mem.byteOffset + q.avail + 2, 1);
+    Atomics.store(idx, 0, q.availIdx);
+    this.kick(qi);
+  }
+
+  /** Sends raw vhost-user request `req` (no reply awaited). */
+  sendRequest(req: number, payload: Buffer, fds: number[] = []): void {
+    this.send(req, payload, fds);
+  }
+
+  get memfdForTests(): number {
+    return this.memfd;
   }
 
   private queuePacket(hdr: PacketHeader, data?: Buffer): void {
