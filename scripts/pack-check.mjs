@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+// Checks the packages as a user gets them: packs every publishable package with `pnpm pack`
+// (which rewrites `workspace:^` like `pnpm publish` does; `npm pack` would not), then checks
+// each tarball: the LICENSE is the root's unmodified text, no source maps, publint clean (every
+// suggestion counts) and @arethetypeswrong/cli clean under node10, node16 (CJS and ESM) and
+// bundler resolution.
+//
+// With --install it then installs all tarballs into an empty npm project with a PATH that holds
+// only node, npm and sh (no gcc, g++, make or python), fails when the installed tree contains a
+// package that would compile at install (binding.gyp), and loads every library with `import` and
+// `require` and every app's bin with --help. Needs the npm registry for third-party packages.
+//
+// Usage: node scripts/pack-check.mjs [--install] [--keep]   (after `pnpm build`)
+import { spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const args = new Set(process.argv.slice(2));
+for (const a of args) {
+  if (!['--install', '--keep'].includes(a)) {
+    console.error(
+      `pack-check: ERR_USAGE: unknown option ${a}; usage: pack-check.mjs [--install] [--keep]`,
+    );
+    process.exit(2);
+  }
+}
+const work = mkdtempSync(join(tmpdir(), 'ee-pack-check-'));
+const tarballs = join(work, 'tarballs');
+mkdirSync(tarballs);
+const rootLicense = readFileSync(join(root, 'LICENSE'), 'utf8');
+const failures = [];
+const fail = (what) => {
+  failures.push(what);
+  console.log(`  FAIL ${what}`);
+};
+
+function run(cmd, argv, opts = {}) {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  if (r.error) throw r.error;
+  return r;
+}
+
+const dirs = ['packages', 'apps']
+  .flatMap((d) => readdirSync(join(root, d)).map((n) => join(root, d, n)))
+  .filter((d) => existsSync(join(d, 'package.json')))
+  .filter((d) => !JSON.parse(readFileSync(join(d, 'package.json'), 'utf8')).private);
+
+const { publint } = await import('publint');
+const { formatMessage } = await import('publint/utils');
+const attw = join(root, 'node_modules/.bin/attw');
+
+const packed = [];
+for (const dir of dirs) {
+  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+  console.log(`\n${pkg.name} (${relative(root, dir)})`);
+  if (!existsSync(join(dir, 'dist'))) {
+    fail(`${pkg.name}: no dist/; run \`pnpm build\` first`);
+    continue;
+  }
+  const before = new Set(readdirSync(tarballs));
+  const p = run('pnpm', ['pack', '--pack-destination', tarballs], { cwd: dir });
+  const file = readdirSync(tarballs).find((f) => !before.has(f));
+  if (p.status !== 0 || !file) {
+    fail(`${pkg.name}: pnpm pack failed: ${p.stderr || p.stdout}`);
+    continue;
+  }
+  const tgz = join(tarballs, file);
+  packed.push({ name: pkg.name, tgz, pkg });
+
+  const list = run('tar', ['-tzf', tgz]).stdout.split('\n').filter(Boolean);
+  const maps = list.filter((f) => f.endsWith('.map'));
+  if (maps.length) fail(`${pkg.name}: source maps in the tarball: ${maps.join(', ')}`);
+  const lic = run('tar', ['-xzOf', tgz, 'package/LICENSE']);
+  if (lic.status !== 0) fail(`${pkg.name}: no LICENSE in the tarball`);
+  else if (lic.stdout !== rootLicense) fail(`${pkg.name}: LICENSE differs from the root LICENSE`);
+  const manifest = JSON.parse(run('tar', ['-xzOf', tgz, 'package/package.json']).stdout);
+  const deps = { ...manifest.dependencies, ...manifest.optionalDependencies };
+  for (const [dep, range] of Object.entries(deps)) {
+    if (String(range).startsWith('workspace:')) fail(`${pkg.name}: ${dep} left as ${range}`);
+  }
+
+  const tarball = readFileSync(tgz);
+  const pl = await publint({
+    pack: {
+      tarball: tarball.buffer.slice(tarball.byteOffset, tarball.byteOffset + tarball.length),
+    },
+    level: 'suggestion',
+    strict: true,
+  });
+  for (const m of pl.messages) fail(`${pkg.name}: publint ${m.type}: ${formatMessage(m, pl.pkg)}`);
+  console.log(`  publint: ${pl.messages.length} messages`);
+
+  // Apps ship only a bin (no exports, no types): attw has nothing to resolve there.
+  if (manifest.exports || manifest.main || manifest.types) {
+    const a = run(attw, [tgz, '--format', 'ascii', '--no-color', '--profile', 'strict']);
+    if (a.status !== 0) fail(`${pkg.name}: attw:\n${a.stdout}${a.stderr}`);
+    else console.log('  attw: no problems');
+  } else if (!manifest.bin) {
+    fail(`${pkg.name}: neither exports/main nor bin`);
+  } else {
+    console.log('  attw: bin-only package, no entry points to type-check');
+  }
+}
+
+if (args.has('--install') && packed.length === dirs.length) installCheck();
+
+if (!args.has('--keep')) rmSync(work, { recursive: true, force: true });
+else console.log(`\nkept ${work}`);
+console.log(
+  failures.length
+    ? `\npack-check: ${failures.length} problem(s) in ${packed.length} tarballs`
+    : `\npack-check: ${packed.length} tarballs clean${args.has('--install') ? ', installed and loaded without a compiler' : ''}`,
+);
+process.exit(failures.length ? 1 : 0);
+
+function installCheck() {
+  console.log('\ninstall: every tarball into an empty npm project, no compiler on the PATH');
+  const project = join(work, 'project');
+  const bin = join(work, 'bin');
+  mkdirSync(project);
+  mkdirSync(bin);
+  // Only node, npm and a shell: node-gyp would find no compiler, make or python.
+  const npmCli = run(process.execPath, [
+    '-p',
+    "require.resolve('npm/bin/npm-cli.js', { paths: [require('path').join(require('path').dirname(process.execPath), '../lib/node_modules')] })",
+  ]).stdout.trim();
+  symlinkSync(process.execPath, join(bin, 'node'));
+  writeFileSync(join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${npmCli}" "$@"\n`, {
+    mode: 0o755,
+  });
+  symlinkSync('/bin/sh', join(bin, 'sh'));
+  const env = { ...process.env, PATH: bin };
+  for (const k of Object.keys(env)) if (/^(npm_|PNPM_|pnpm_)/i.test(k)) delete env[k];
+  for (const tool of ['gcc', 'g++', 'cc', 'c++', 'make', 'python3', 'python']) {
+    if (run('sh', ['-c', `command -v ${tool}`], { env }).status === 0) {
+      fail(`install: ${tool} is still on the stripped PATH`);
+    }
+  }
+  writeFileSync(
+    join(project, 'package.json'),
+    `${JSON.stringify({ name: 'pack-check-consumer', private: true, version: '0.0.0' }, null, 2)}\n`,
+  );
+  const inst = run(
+    'npm',
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--foreground-scripts',
+      '--loglevel=error',
+      ...packed.map((p) => p.tgz),
+    ],
+    { cwd: project, env },
+  );
+  const log = `${inst.stdout}${inst.stderr}`;
+  if (inst.status !== 0) {
+    fail(`install: npm install exited ${inst.status}:\n${log}`);
+    return;
+  }
+  if (/gyp|node-gyp|not found: (make|python|g\+\+|gcc)/i.test(log)) {
+    fail(`install: the install log mentions a native build:\n${log}`);
+  }
+  // A package with a binding.gyp compiles at install whenever its prebuilt binary is missing.
+  const gyp = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (!e.isDirectory() || e.isSymbolicLink()) continue;
+      const sub = join(d, e.name);
+      if (e.name.startsWith('@')) walk(sub);
+      else if (existsSync(join(sub, 'package.json'))) {
+        if (existsSync(join(sub, 'binding.gyp'))) gyp.push(relative(project, sub));
+        if (existsSync(join(sub, 'node_modules'))) walk(join(sub, 'node_modules'));
+      }
+    }
+  };
+  walk(join(project, 'node_modules'));
+  for (const g of gyp)
+    fail(`install: ${g} has a binding.gyp (compiles at install without a prebuilt)`);
+  console.log(`  npm install: ok, ${gyp.length} packages with a binding.gyp`);
+
+  for (const { name, pkg } of packed) {
+    const subpaths = pkg.exports
+      ? Object.keys(pkg.exports).filter((s) => s !== './package.json')
+      : [];
+    for (const sub of subpaths) {
+      const spec = sub === '.' ? name : `${name}/${sub.slice(2)}`;
+      const esm = run(
+        'node',
+        [
+          '--input-type=module',
+          '-e',
+          `const m = await import(${JSON.stringify(spec)}); if (!Object.keys(m).length) throw new Error('no exports');`,
+        ],
+        { cwd: project, env },
+      );
+      if (esm.status !== 0) fail(`import ${spec}: ${esm.stderr}`);
+      const cjs = run(
+        'node',
+        [
+          '-e',
+          `const m = require(${JSON.stringify(spec)}); if (!Object.keys(m).length) throw new Error('no exports');`,
+        ],
+        { cwd: project, env },
+      );
+      if (cjs.status !== 0) fail(`require ${spec}: ${cjs.stderr}`);
+      console.log(
+        `  ${spec}: import ${esm.status === 0 ? 'ok' : 'FAIL'}, require ${cjs.status === 0 ? 'ok' : 'FAIL'}`,
+      );
+    }
+    for (const b of Object.keys(pkg.bin ?? {})) {
+      const h = run(join(project, 'node_modules/.bin', b), ['--help'], { cwd: project, env });
+      if (h.status !== 0) fail(`${b} --help exited ${h.status}: ${h.stderr}`);
+      console.log(`  ${b} --help: ${h.status === 0 ? 'ok' : 'FAIL'}`);
+    }
+  }
+  void dirname;
+}
