@@ -272,16 +272,28 @@ class Writer {
   }
 }
 
+/** UTF-8 bytes; short ASCII (map keys, NSM variant names) without TextEncoder's call cost. */
+function utf8(v: string): Uint8Array {
+  if (v.length > 64) return textEncoder.encode(v);
+  const b = new Uint8Array(v.length);
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c > 0x7f) return textEncoder.encode(v);
+    b[i] = c;
+  }
+  return b;
+}
+
 function encodeItem(w: Writer, v: CborValue): void {
   if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v)) throw new TypeError(`cannot encode non-integer number ${v}`);
+    if (!Number.isSafeInteger(v)) throw unencodable(`number ${v} (only safe integers)`);
     if (v >= 0) w.head(0, v);
     else w.head(1, -1 - v);
   } else if (typeof v === 'bigint') {
     if (v >= 0n) w.head(0, v);
     else w.head(1, -1n - v);
   } else if (typeof v === 'string') {
-    const b = textEncoder.encode(v);
+    const b = utf8(v);
     w.head(3, b.length);
     w.push(b);
   } else if (v instanceof Uint8Array) {
@@ -310,7 +322,17 @@ function encodeItem(w: Writer, v: CborValue): void {
   } else if (v instanceof CborTag) {
     w.head(6, v.tag);
     encodeItem(w, v.value);
+  } else {
+    throw unencodable(describe(v));
   }
+}
+
+function unencodable(what: string): AttestationError {
+  return new AttestationError(
+    'ERR_ATTESTATION_BAD_INPUT',
+    `encodeCbor: cannot encode ${what}; pass integers, bigints, strings, Uint8Arrays, booleans, null, undefined, arrays, Maps or CborTags`,
+    { field: 'value' },
+  );
 }
 
 /** Encodes a value as CBOR (definite lengths unless an IndefiniteMap is used). */

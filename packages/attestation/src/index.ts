@@ -1,3 +1,4 @@
+export { CborTag, type CborValue, decodeCbor, encodeCbor } from './cbor.js';
 export {
   type AttestationDocument,
   type CoseAlgorithm,

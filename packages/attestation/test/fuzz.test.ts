@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type CborValue, encodeCbor } from '../src/cbor.js';
+import { type CborValue, decodeCbor, encodeCbor } from '../src/cbor.js';
 import {
   AttestationError,
   AttestationVerifier,
@@ -232,3 +232,31 @@ function sameSignedSafe(a: Uint8Array, b: Uint8Array): boolean {
     return false;
   }
 }
+
+describe('CBOR text strings', () => {
+  it('encode as major type 3 with the UTF-8 bytes TextEncoder gives (ASCII fast path and not)', () => {
+    const te = new TextEncoder();
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: 'grapheme', maxLength: 80 })),
+        (s) => {
+          const utf8 = te.encode(s);
+          const out = encodeCbor(s);
+          expect(out.subarray(out.length - utf8.length)).toEqual(utf8);
+          expect(out[0]! >> 5).toBe(3);
+          expect(decodeCbor(out, 's')).toBe(s);
+        },
+      ),
+    );
+  });
+});
+
+describe('encodeCbor', () => {
+  it('refuses values it cannot write instead of writing nothing', () => {
+    for (const bad of [1.5, Number.NaN, { a: 1 }, () => 0, Symbol('s')]) {
+      expect(() => encodeCbor(bad as unknown as CborValue)).toThrowError(
+        expect.objectContaining({ code: 'ERR_ATTESTATION_BAD_INPUT' }),
+      );
+    }
+  });
+});

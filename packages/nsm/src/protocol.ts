@@ -1,4 +1,9 @@
-import { Decoder, Encoder } from 'cbor-x';
+import {
+  CborTag,
+  type CborValue,
+  decodeCbor as decodeStrict,
+  encodeCbor,
+} from '@enclave-extras/attestation';
 import { deviceError, NsmError } from './errors.js';
 
 /** Largest request the NSM driver accepts (bigger ones fail with EMSGSIZE). */
@@ -61,19 +66,19 @@ export type NsmResponse =
 
 // serde_cbor's shape: unit variants are text, struct variants one-entry maps, None is null,
 // integers in their shortest form, Vec<u8> (serde_bytes) as byte strings, fields in declaration
-// order. cbor-x with these options writes exactly that (checked against the byte examples).
-const encoder = new Encoder({
-  useRecords: false,
-  mapsAsObjects: true,
-  tagUint8Array: false,
-  variableMapSize: true,
-  useFloat32: 0,
-});
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+// order. The attestation package's strict codec writes exactly that from Maps in insertion order
+// (checked against the byte examples and against cbor-x in the tests); using it instead of a
+// general-purpose CBOR library keeps the install free of native addons.
+type Wire = string | number | boolean | null | Uint8Array | number[] | { [key: string]: Wire };
 
-function cbor(value: unknown): Uint8Array {
-  const b = encoder.encode(value);
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+function toCbor(v: Wire): CborValue {
+  if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return v;
+  if (Array.isArray(v)) return v;
+  return new Map(Object.entries(v).map(([k, x]) => [k, toCbor(x)]));
+}
+
+function cbor(value: Wire): Uint8Array {
+  return encodeCbor(toCbor(value));
 }
 
 /** Encodes a request exactly as the NSM's serde_cbor expects it. */
@@ -153,8 +158,23 @@ function optBytes(v: unknown): Uint8Array | null | undefined {
   return bytes(v);
 }
 
+/** Maps with text keys become plain objects (what the shape checks below expect). */
+function fromCbor(v: CborValue): unknown {
+  if (Array.isArray(v)) return v.map(fromCbor);
+  if (v instanceof Map) {
+    const o: Obj = Object.create(null);
+    for (const [k, x] of v) {
+      if (typeof k !== 'string') throw new TypeError(`map key ${String(k)} is not text`);
+      o[k] = fromCbor(x);
+    }
+    return o;
+  }
+  if (v instanceof CborTag) throw new TypeError(`tag ${v.tag} is not part of the NSM protocol`);
+  return v;
+}
+
 function decodeCbor(data: Uint8Array): unknown {
-  return decoder.decode(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  return fromCbor(decodeStrict(data, 'NSM message'));
 }
 
 /**

@@ -209,6 +209,98 @@ describe('response decoding', () => {
   });
 });
 
+describe("codec (the attestation package's CBOR, checked against cbor-x)", () => {
+  const requests: NsmRequest[] = [
+    { kind: 'DescribeNSM' },
+    { kind: 'GetRandom' },
+    { kind: 'DescribePCR', index: 0 },
+    { kind: 'LockPCR', index: 300 },
+    { kind: 'LockPCRs', range: 65535 },
+    { kind: 'ExtendPCR', index: 23, data: new Uint8Array(1024).fill(9) },
+    {
+      kind: 'Attestation',
+      userData: Uint8Array.of(1, 2),
+      nonce: null,
+      publicKey: new Uint8Array(300).fill(7),
+    },
+  ];
+  const responses: NsmResponse[] = [
+    { kind: 'DescribePCR', lock: false, data: new Uint8Array(48).fill(1) },
+    { kind: 'LockPCRs' },
+    { kind: 'Error', error: 'InvalidIndex' },
+    {
+      kind: 'DescribeNSM',
+      description: {
+        versionMajor: 1,
+        versionMinor: 0,
+        versionPatch: 7,
+        moduleId: 'i-0123456789abcdef0-enc0123456789abcdef',
+        maxPcrs: 32,
+        lockedPcrs: [0, 1, 2, 3, 4, 8],
+        digest: 'SHA384',
+      },
+    },
+  ];
+  // The values cbor-x encoded before the switch (serde_cbor's shape), built independently of src/.
+  const wire = (m: NsmRequest | NsmResponse): unknown => {
+    switch (m.kind) {
+      case 'DescribeNSM':
+        return 'description' in m
+          ? {
+              DescribeNSM: {
+                version_major: m.description.versionMajor,
+                version_minor: m.description.versionMinor,
+                version_patch: m.description.versionPatch,
+                module_id: m.description.moduleId,
+                max_pcrs: m.description.maxPcrs,
+                locked_pcrs: m.description.lockedPcrs,
+                digest: m.description.digest,
+              },
+            }
+          : 'DescribeNSM';
+      case 'GetRandom':
+        return 'GetRandom';
+      case 'LockPCRs':
+        return 'range' in m ? { LockPCRs: { range: m.range } } : 'LockPCRs';
+      case 'DescribePCR':
+        return 'index' in m
+          ? { DescribePCR: { index: m.index } }
+          : { DescribePCR: { lock: m.lock, data: m.data } };
+      case 'LockPCR':
+        return 'index' in m ? { LockPCR: { index: m.index } } : 'LockPCR';
+      case 'ExtendPCR':
+        return 'index' in m
+          ? { ExtendPCR: { index: m.index, data: m.data } }
+          : { ExtendPCR: { data: m.data } };
+      case 'Attestation':
+        return 'userData' in m
+          ? {
+              Attestation: { user_data: m.userData, nonce: m.nonce, public_key: m.publicKey },
+            }
+          : { Attestation: { document: m.document } };
+      case 'Error':
+        return { Error: m.error };
+      default:
+        throw new Error('unreachable');
+    }
+  };
+
+  it('encodes every request and response byte-identical to cbor-x with serde options', () => {
+    for (const r of requests) expect(hex(encodeRequest(r))).toBe(hex(cbor(wire(r))));
+    for (const r of responses) expect(hex(encodeResponse(r))).toBe(hex(cbor(wire(r))));
+  });
+
+  it('decodes what cbor-x encodes, and rejects tags and non-text keys like malformed input', () => {
+    for (const r of requests) expect(decodeRequest(cbor(wire(r)))).toEqual(r);
+    for (const r of responses) expect(decodeResponse(cbor(wire(r)))).toEqual(r);
+    expect(decodeRequest(Uint8Array.of(0xa1, 0x01, 0xa0))).toBeNull(); // {1: {}}
+    expect(decodeRequest(Uint8Array.of(0xc1, 0x6b, ...Buffer.from('DescribeNSM')))).toBeNull();
+    expect(() => decodeResponse(Uint8Array.of(0xa1, 0x01, 0xa0), 'x')).toThrowError(
+      expect.objectContaining({ code: 'ERR_NSM_UNEXPECTED_RESPONSE' }),
+    );
+  });
+});
+
 describe('checkRawRequest', () => {
   it('rejects empty, oversize and non-byte requests', async () => {
     const run = (r: unknown, sizeLimit = true) =>
