@@ -126,6 +126,7 @@ export async function createVhostVsockBackend(
     refused: 0,
     deviceResets: 0,
     frontEndConnected: false,
+    guestViolations: 0,
   };
 
   // in-process listeners: an emulated vsock folder of our own, looked at before vsockDir

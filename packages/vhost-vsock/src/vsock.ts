@@ -1,6 +1,7 @@
 // The virtio-vsock device model: connections between the guest and host stream sockets, with
 // the credit-based flow control of the virtio specification (5.10.6.3) in both directions.
 import type { Duplex } from 'node:stream';
+import { VhostVsockError } from './errors.js';
 import type { Logger } from './logger.js';
 import {
   capacity,
@@ -44,6 +45,11 @@ export interface VhostVsockStats {
   deviceResets: number;
   /** whether a vhost-user front-end (QEMU) is connected */
   frontEndConnected: boolean;
+  /**
+   * packets the guest sent against the rules (oversized, longer than their buffer, past the
+   * credit we gave, ...): each is logged and resets its connection
+   */
+  guestViolations: number;
 }
 
 /** How the device reaches the host: opens a stream for a guest connect, or refuses (null). */
@@ -160,19 +166,51 @@ export class VsockDevice {
       const total = capacity(chain.readable);
       let hdr: PacketHeader | null = null;
       let payload: Buffer | null = null;
+      let malformed: string | null = null;
       if (total >= HDR_LEN) {
         hdr = decodeHeader(gather(chain.readable, 0, HDR_LEN));
-        const len = Math.min(hdr.len, total - HDR_LEN);
-        if (len > 0) payload = gather(chain.readable, HDR_LEN, len);
+        // never copy more than one packet's worth, whatever the guest's buffers or header say
+        if (hdr.len > MAX_PKT) malformed = `len ${hdr.len} is over ${MAX_PKT}`;
+        else if (hdr.len > total - HDR_LEN) {
+          malformed = `len ${hdr.len} but the buffer holds ${total - HDR_LEN} payload bytes`;
+        } else if (hdr.len > 0) payload = gather(chain.readable, HDR_LEN, hdr.len);
       }
       q.tx.push(chain.head, 0);
       pushed = true;
-      if (hdr) this.onPacket(hdr, payload);
+      if (hdr && malformed) this.onMalformed(hdr, malformed);
+      else if (hdr) this.onPacket(hdr, payload);
       else this.o.logger.warn({ bytes: total }, 'vhost-vsock: tx buffer shorter than a header');
       if (!this.queues) return; // reset while handling
     }
     if (pushed) q.notify(q.tx);
     this.scheduleRx();
+  }
+
+  /**
+   * The guest broke the packet rules on one connection: logged (ERR_VHOST_VSOCK_PROTOCOL), the
+   * connection is reset both ways; the device and the other connections go on.
+   */
+  private guestViolation(c: Conn | null, h: PacketHeader | null, what: string): void {
+    this.o.stats.guestViolations++;
+    const where = h
+      ? `${OP_NAMES[h.op] ?? `op ${h.op}`} packet from guest port ${h.srcPort} to ${h.dstCid}:${h.dstPort}`
+      : `data from guest port ${c?.guestPort} to ${c?.hostCid}:${c?.hostPort}`;
+    const err = new VhostVsockError(
+      'ERR_VHOST_VSOCK_PROTOCOL',
+      `guest ${where}: ${what}; the connection is reset (a guest driver bug or a hostile guest)`,
+    );
+    this.o.logger.warn({ err }, 'vhost-vsock: guest protocol violation');
+    if (c) this.drop(c, true);
+    else if (h && h.op !== OP_RST) this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+  }
+
+  private onMalformed(h: PacketHeader, what: string): void {
+    if (h.srcCid !== this.o.guestCid) {
+      this.onPacket(h, null); // dropped as foreign
+      return;
+    }
+    const c = h.type === TYPE_STREAM ? this.conns.get(key(h.srcPort, h.dstPort)) : undefined;
+    this.guestViolation(c ?? null, h, what);
   }
 
   private onPacket(h: PacketHeader, payload: Buffer | null): void {
@@ -379,6 +417,17 @@ export class VsockDevice {
 
   private toHost(c: Conn, payload: Buffer): void {
     if (c.state !== 'established' && c.state !== 'closing') return;
+    // What the host side has not taken yet may not exceed the buffer we advertised: a guest
+    // that ignores its credit would otherwise make us buffer without bound.
+    const buffered = (c.rxCnt - c.fwdCnt) >>> 0;
+    if (buffered + payload.length > this.o.bufAlloc) {
+      this.guestViolation(
+        c,
+        null,
+        `${payload.length} bytes sent with ${buffered} of our ${this.o.bufAlloc}-byte buffer still unread (past its credit)`,
+      );
+      return;
+    }
     c.rxCnt = (c.rxCnt + payload.length) >>> 0;
     const s = c.socket;
     if (s.destroyed || s.writableEnded) {

@@ -2,12 +2,14 @@
 // choose. Each test drives the in-process driver (test/driver.ts) outside the protocol and checks
 // that the backend contains it (device stopped, connection reset, or bounded), never the process.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CID_ANY, emulatedSocketPath } from '@enclave-extras/vsock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createVhostVsockBackend, type VhostVsockBackend } from '../src/index.js';
-import { HDR_LEN, OP_REQUEST } from '../src/packet.js';
-import { DESC_INDIRECT, DESC_NEXT, VsockDriver } from './driver.js';
+import { encodeHeader, HDR_LEN, OP_REQUEST, OP_RW } from '../src/packet.js';
+import { DESC_INDIRECT, DESC_NEXT, type DriverConn, VsockDriver } from './driver.js';
 
 const CID = 17;
 const fdCount = () => readdirSync('/proc/self/fd').length;
@@ -18,6 +20,13 @@ const until = async (cond: () => boolean, what: string) => {
     await new Promise((r) => setTimeout(r, 5));
   }
 };
+const within = <T>(p: Promise<T>, what: string) =>
+  Promise.race([
+    p,
+    new Promise<never>((_, ko) =>
+      setTimeout(() => ko(new Error(`timed out waiting for ${what}`)), 10_000),
+    ),
+  ]);
 const settle = () => new Promise((r) => setTimeout(r, 100));
 
 describe('vhost-vsock backend against a hostile guest', () => {
@@ -137,6 +146,81 @@ describe('vhost-vsock backend against a hostile guest', () => {
       await settle();
       expect(accepted).toBe(1);
       expect(driver.packetsSeen.RST ?? 0).toBe(0);
+    });
+  });
+
+  describe('packets', () => {
+    /** A connection to an in-process handler that counts what reaches the host. */
+    const open = async (port: number) => {
+      const host = { bytes: 0, closed: false };
+      await backend.listen(port, (s) => {
+        s.on('data', (d: Buffer) => {
+          host.bytes += d.length;
+        });
+        s.on('error', () => {});
+        s.on('close', () => {
+          host.closed = true;
+        });
+      });
+      const c = await driver.connect(3, port);
+      const rst = new Promise<void>((ok) => c.once('rst', () => ok()));
+      return { c, host, rst };
+    };
+    const rw = (c: DriverConn, len: number) =>
+      driver.header({
+        srcPort: c.localPort,
+        dstCid: 3,
+        dstPort: c.remotePort,
+        op: OP_RW,
+        len,
+        bufAlloc: driver.bufAlloc,
+      });
+
+    it('a packet with len > 64 KiB resets its connection; nothing reaches the host', async () => {
+      const { c, host, rst } = await open(9100);
+      const len = 70_000;
+      const hdr = driver.scratch(HDR_LEN);
+      encodeHeader(rw(c, len), driver.mem.subarray(hdr.off, hdr.off + HDR_LEN));
+      const data = driver.scratch(len);
+      driver.txRaw(
+        { addr: hdr.gpa, len: HDR_LEN, flags: DESC_NEXT },
+        { addr: data.gpa, len, flags: 0 },
+      );
+      await within(rst, 'the RST');
+      await until(() => host.closed, 'the host socket to be reset');
+      expect(host.bytes).toBe(0);
+      expect(backend.stats.deviceResets).toBe(0);
+      expect(backend.stats.guestViolations).toBe(1);
+    });
+
+    it('a header len larger than the buffer resets the connection (no truncated delivery)', async () => {
+      const { c, host, rst } = await open(9101);
+      driver.sendPacket(rw(c, 1000), Buffer.from('0123456789'));
+      await within(rst, 'the RST');
+      await until(() => host.closed, 'the host socket to be reset');
+      expect(host.bytes).toBe(0);
+      expect(backend.stats.guestViolations).toBe(1);
+    });
+
+    it('a guest sending past the credit it was given is reset; the host buffers at most bufAlloc', async () => {
+      // a folder listener that accepts and never reads
+      const held: net.Socket[] = [];
+      const server = net.createServer({ pauseOnConnect: true }, (s) => held.push(s));
+      const path = emulatedSocketPath(dir, { cid: CID_ANY, port: 9102 });
+      await new Promise<void>((ok) => server.listen(path, () => ok()));
+      const c = await driver.connect(3, 9102);
+      const rst = new Promise<void>((ok) => c.once('rst', () => ok()));
+      let sent = 0;
+      for (let i = 0; i < 512; i++) {
+        driver.sendPacket(rw(c, 4096), Buffer.alloc(4096, i));
+        sent += 4096;
+      }
+      await within(rst, 'the RST');
+      expect(sent).toBe(2 * 1024 * 1024);
+      expect(backend.stats.guestViolations).toBe(1);
+      await until(() => backend.stats.connections === 0, 'the connection to go');
+      for (const s of held) s.destroy();
+      await new Promise<void>((ok) => server.close(() => ok()));
     });
   });
 });
