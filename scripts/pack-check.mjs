@@ -18,12 +18,13 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const args = new Set(process.argv.slice(2));
@@ -131,10 +132,12 @@ function installCheck() {
   mkdirSync(project);
   mkdirSync(bin);
   // Only node, npm and a shell: node-gyp would find no compiler, make or python.
-  const npmCli = run(process.execPath, [
-    '-p',
-    "require.resolve('npm/bin/npm-cli.js', { paths: [require('path').join(require('path').dirname(process.execPath), '../lib/node_modules')] })",
-  ]).stdout.trim();
+  const npmWhich = run('sh', ['-c', 'command -v npm']).stdout.trim();
+  const npmCli = npmWhich && realpathSync(npmWhich);
+  if (!npmCli?.endsWith('.js')) {
+    fail(`install: cannot find npm's npm-cli.js (command -v npm gave ${JSON.stringify(npmWhich)})`);
+    return;
+  }
   symlinkSync(process.execPath, join(bin, 'node'));
   writeFileSync(join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${npmCli}" "$@"\n`, {
     mode: 0o755,
@@ -164,7 +167,7 @@ function installCheck() {
     { cwd: project, env },
   );
   const log = `${inst.stdout}${inst.stderr}`;
-  if (inst.status !== 0) {
+  if (inst.status !== 0 || !existsSync(join(project, 'node_modules'))) {
     fail(`install: npm install exited ${inst.status}:\n${log}`);
     return;
   }
@@ -224,5 +227,4 @@ function installCheck() {
       console.log(`  ${b} --help: ${h.status === 0 ? 'ok' : 'FAIL'}`);
     }
   }
-  void dirname;
 }
