@@ -41,6 +41,12 @@ export interface VhostVsockBackendOptions {
   hostCid?: number;
   /** Receive buffer advertised to the guest per connection, bytes (default 256 KiB). */
   bufAlloc?: number;
+  /**
+   * Most connections the guest may have open at once (default 1024): each holds a host socket
+   * (an fd), so a guest flooding REQUESTs gets RST past this instead of exhausting the host's fds.
+   * Host dials into the guest do not count.
+   */
+  maxConnections?: number;
   logger?: Logger;
   /** Aborting closes the backend (like `close()`). */
   signal?: AbortSignal;
@@ -109,6 +115,7 @@ export async function createVhostVsockBackend(
   }
   const hostCid = checkU32(options.hostCid ?? 2, 'options.hostCid');
   const bufAlloc = checkU32(options.bufAlloc ?? 256 * 1024, 'options.bufAlloc', 4096);
+  const maxConnections = checkU32(options.maxConnections ?? 1024, 'options.maxConnections', 1);
   const logger = options.logger ?? silentLogger;
   const socketPath = resolve(options.socketPath);
   const vsockDir = options.vsockDir === undefined ? undefined : resolve(options.vsockDir);
@@ -167,7 +174,15 @@ export async function createVhostVsockBackend(
     return socket;
   };
 
-  const device = new VsockDevice({ guestCid, hostCid, bufAlloc, connector, logger, stats });
+  const device = new VsockDevice({
+    guestCid,
+    hostCid,
+    bufAlloc,
+    maxConnections,
+    connector,
+    logger,
+    stats,
+  });
 
   // the vhost-user socket (a stale file from a dead backend is replaced)
   let listenFd: number;

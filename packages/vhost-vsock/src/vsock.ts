@@ -118,6 +118,9 @@ export class VsockDevice {
   private readonly ctrl: Outgoing[] = [];
   private readonly ready = new Set<Conn>();
   private rxScheduled = false;
+  private txScheduled = false;
+  /** tx was left unread because the guest has not taken the replies already queued */
+  private txHeld = false;
   private rxSizeLogged = false;
   private nextHostPort = 0x4000_0000;
   private readonly highWater: number;
@@ -147,6 +150,7 @@ export class VsockDevice {
     const n = this.conns.size;
     this.queues = null;
     this.ctrl.length = 0;
+    this.txHeld = false;
     this.ready.clear();
     for (const c of [...this.conns.values()]) this.drop(c, true);
     this.o.stats.deviceResets++;
@@ -161,6 +165,13 @@ export class VsockDevice {
     if (!q) return;
     let pushed = false;
     for (;;) {
+      // Replies (RST, RESPONSE, CREDIT_UPDATE) wait for rx buffers the guest posts. A guest that
+      // sends without taking them would grow that queue without bound: like Linux vhost, stop
+      // reading tx until rx has made room (the guest's tx ring fills; that is its backpressure).
+      if (this.ctrl.length >= q.rx.num) {
+        this.txHeld = true;
+        break;
+      }
       const chain = q.tx.pop();
       if (!chain) break;
       const total = capacity(chain.readable);
@@ -493,6 +504,7 @@ export class VsockDevice {
   }
 
   private forget(c: Conn): void {
+    if (c.dead) return;
     c.dead = true;
     if (c.closeTimer) clearTimeout(c.closeTimer);
     this.ready.delete(c);
@@ -646,6 +658,25 @@ export class VsockDevice {
       pushed = true;
     }
     if (pushed) q.notify(q.rx);
+    if (this.txHeld && this.ctrl.length < q.rx.num) {
+      this.txHeld = false;
+      this.scheduleTx();
+    }
+  }
+
+  private scheduleTx(): void {
+    if (this.txScheduled) return;
+    this.txScheduled = true;
+    setImmediate(() => {
+      this.txScheduled = false;
+      const q = this.queues;
+      try {
+        this.processTx();
+      } catch (err) {
+        if (q && this.queues === q) q.fail(err, q.tx);
+        else throw err;
+      }
+    });
   }
 
   private wantsShutdown(c: Conn): boolean {

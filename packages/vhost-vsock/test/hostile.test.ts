@@ -223,4 +223,26 @@ describe('vhost-vsock backend against a hostile guest', () => {
       await new Promise<void>((ok) => server.close(() => ok()));
     });
   });
+
+  describe('connections and replies', () => {
+    it('replies the guest does not take do not pile up: tx is left unread while rx is full', async () => {
+      driver.rxPaused = true; // the guest posts no rx buffers and reads none of the used ones
+      const n = 2000;
+      for (let i = 0; i < n; i++) {
+        // each is answered with an RST (nobody serves port 4444)
+        driver.sendPacket(
+          driver.header({ srcPort: 20_000 + i, dstCid: 3, dstPort: 4444, op: OP_REQUEST }),
+        );
+      }
+      await until(() => driver.txConsumed >= 64, 'the first requests');
+      await settle();
+      // 32 answers fit the posted rx buffers, then at most a queue's worth (64) waits
+      expect(driver.txConsumed).toBeLessThanOrEqual(32 + 64 + 32);
+      driver.resumeRx();
+      await until(() => (driver.packetsSeen.RST ?? 0) === n, `${n} RSTs`);
+      expect(driver.txConsumed).toBe(n);
+      expect(backend.stats.refused).toBe(n);
+      expect(driver.violations).toEqual([]);
+    });
+  });
 });
