@@ -236,6 +236,17 @@ export class VsockDevice {
       if (h.op !== OP_RST) this.sendRst(h.dstCid, h.dstPort, h.srcPort, h.type);
       return;
     }
+    if (!this.isHostCid(h.dstCid)) {
+      // no guest-to-guest (or any other CID) routing: the folder's X_P.sock for another CID is
+      // another VM's or an emulated enclave's listener, never this guest's to reach
+      if (h.op === OP_REQUEST) this.o.stats.refused++;
+      this.o.logger.debug(
+        { dstCid: h.dstCid, dstPort: h.dstPort, op: OP_NAMES[h.op] ?? h.op },
+        'vhost-vsock: packet to a CID that is not the host; RST',
+      );
+      if (h.op !== OP_RST) this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+      return;
+    }
     const c = this.conns.get(key(h.srcPort, h.dstPort));
     if (c) {
       c.peerBufAlloc = h.bufAlloc;
@@ -321,6 +332,11 @@ export class VsockDevice {
     this.conns.set(c.key, c);
     this.o.stats.connections = this.conns.size;
     return c;
+  }
+
+  /** The CIDs a guest reaches the host on: 2 (VMADDR_CID_HOST), 3 (Nitro's parent), hostCid. */
+  private isHostCid(cid: number): boolean {
+    return cid === 2 || cid === 3 || cid === this.o.hostCid;
   }
 
   private guestConnect(h: PacketHeader): void {

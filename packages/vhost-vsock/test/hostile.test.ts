@@ -244,5 +244,39 @@ describe('vhost-vsock backend against a hostile guest', () => {
       expect(backend.stats.refused).toBe(n);
       expect(driver.violations).toEqual([]);
     });
+
+    it('a guest connect to a CID other than the host (2, 3) is refused, not routed to that CID', async () => {
+      let reached = 0;
+      const held: net.Socket[] = [];
+      const cids = [16, CID, CID_ANY];
+      const servers = cids.map(() =>
+        net.createServer((s) => {
+          reached++;
+          held.push(s);
+        }),
+      );
+      await Promise.all(
+        servers.map(
+          (srv, i) =>
+            new Promise<void>((ok) =>
+              srv.listen(emulatedSocketPath(dir, { cid: cids[i] as number, port: 9300 }), () =>
+                ok(),
+              ),
+            ),
+        ),
+      );
+      try {
+        for (const cid of [16, CID, 0xffff_ffff, 0, 1]) {
+          await expect(driver.connect(cid, 9300)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+        }
+        expect(reached).toBe(0);
+        // the host CIDs still reach the any-CID listener
+        await driver.connect(3, 9300);
+        await until(() => reached === 1, 'the host listener');
+      } finally {
+        for (const s of held) s.destroy();
+        await Promise.all(servers.map((srv) => new Promise((ok) => srv.close(ok))));
+      }
+    });
   });
 });
