@@ -256,7 +256,7 @@ export class VsockDevice {
     switch (h.op) {
       case OP_REQUEST:
         if (c) {
-          this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+          this.guestViolation(c, h, 'REQUEST for a connection that is open');
           return;
         }
         this.guestConnect(h);

@@ -278,5 +278,23 @@ describe('vhost-vsock backend against a hostile guest', () => {
         await Promise.all(servers.map((srv) => new Promise((ok) => srv.close(ok))));
       }
     });
+
+    it('a duplicate REQUEST for an open connection resets it on both sides', async () => {
+      let hostClosed = false;
+      await backend.listen(9400, (s) => {
+        s.on('error', () => {});
+        s.on('close', () => {
+          hostClosed = true;
+        });
+      });
+      const c = await driver.connect(3, 9400);
+      const rst = new Promise<void>((ok) => c.once('rst', () => ok()));
+      driver.sendPacket(
+        driver.header({ srcPort: c.localPort, dstCid: 3, dstPort: 9400, op: OP_REQUEST }),
+      );
+      await within(rst, 'the RST');
+      await until(() => hostClosed, 'the host side to be reset');
+      expect(backend.stats.connections).toBe(0);
+    });
   });
 });
