@@ -104,6 +104,8 @@ export interface DeviceQueues {
 export interface VsockDeviceOptions {
   guestCid: number;
   hostCid: number;
+  /** most guest-initiated connections open at once (each holds a host socket) */
+  maxConnections: number;
   bufAlloc: number;
   connector: HostConnector;
   logger: Logger;
@@ -121,6 +123,8 @@ export class VsockDevice {
   private txScheduled = false;
   /** tx was left unread because the guest has not taken the replies already queued */
   private txHeld = false;
+  private guestConns = 0;
+  private capLogged = false;
   private rxSizeLogged = false;
   private nextHostPort = 0x4000_0000;
   private readonly highWater: number;
@@ -330,6 +334,7 @@ export class VsockDevice {
       dead: false,
     };
     this.conns.set(c.key, c);
+    if (!fromHost) this.guestConns++;
     this.o.stats.connections = this.conns.size;
     return c;
   }
@@ -340,6 +345,20 @@ export class VsockDevice {
   }
 
   private guestConnect(h: PacketHeader): void {
+    if (this.guestConns >= this.o.maxConnections) {
+      // each guest connection holds a host socket: a guest must not exhaust the host's fds
+      this.o.stats.refused++;
+      const log = { port: h.dstPort, maxConnections: this.o.maxConnections };
+      if (!this.capLogged) {
+        this.capLogged = true;
+        this.o.logger.warn(
+          log,
+          'vhost-vsock: guest connection limit reached; RST (raise maxConnections)',
+        );
+      } else this.o.logger.debug(log, 'vhost-vsock: guest connection limit reached; RST');
+      this.sendRst(h.dstCid, h.dstPort, h.srcPort);
+      return;
+    }
     let socket: Duplex | null = null;
     try {
       socket = this.o.connector(
@@ -522,6 +541,10 @@ export class VsockDevice {
   private forget(c: Conn): void {
     if (c.dead) return;
     c.dead = true;
+    if (!c.fromHost) {
+      this.guestConns--;
+      if (this.guestConns < this.o.maxConnections) this.capLogged = false;
+    }
     if (c.closeTimer) clearTimeout(c.closeTimer);
     this.ready.delete(c);
     this.conns.delete(c.key);

@@ -245,6 +245,38 @@ describe('vhost-vsock backend against a hostile guest', () => {
       expect(driver.violations).toEqual([]);
     });
 
+    it('a guest cannot open more than maxConnections host sockets: the rest get RST', async () => {
+      const socketPath = join(dir, 'capped.sock');
+      const capped = await createVhostVsockBackend({ socketPath, guestCid: 18, maxConnections: 4 });
+      const d = new VsockDriver();
+      try {
+        await d.start(socketPath);
+        let accepted = 0;
+        await capped.listen(9200, (s) => {
+          s.on('error', () => {});
+          accepted++;
+        });
+        const results = await Promise.allSettled(
+          Array.from({ length: 6 }, () => d.connect(3, 9200)),
+        );
+        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(4);
+        expect(capped.stats.connections).toBe(4);
+        expect(capped.stats.refused).toBe(2);
+        await until(() => accepted === 4, 'the handlers');
+        // one closes: a new one fits again
+        const first = results.find((r) => r.status === 'fulfilled');
+        if (first?.status === 'fulfilled') first.value.rst();
+        await until(() => capped.stats.connections === 3, 'the RST');
+        await expect(d.connect(3, 9200)).resolves.toBeDefined();
+      } finally {
+        d.close();
+        await capped.close();
+      }
+      await expect(
+        createVhostVsockBackend({ socketPath, guestCid: 18, maxConnections: 0 }),
+      ).rejects.toMatchObject({ code: 'ERR_VHOST_VSOCK_INVALID_ARG' });
+    });
+
     it('a guest connect to a CID other than the host (2, 3) is refused, not routed to that CID', async () => {
       let reached = 0;
       const held: net.Socket[] = [];
