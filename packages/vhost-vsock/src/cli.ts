@@ -46,6 +46,12 @@ const program = new Command('ee-vhost-vsock')
     u32('--host-cid', 0),
     2,
   )
+  .option(
+    '--max-connections <n>',
+    'most connections the guest may open at once (each holds a host socket); past it the guest gets RST',
+    u32('--max-connections', 1),
+    1024,
+  )
   .option('--log-level <level>', 'debug, info, warn or error', 'info')
   .showHelpAfterError()
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -56,6 +62,7 @@ const opts = program.opts<{
   cid: number;
   vsockDir?: string;
   hostCid: number;
+  maxConnections: number;
   logLevel: string;
 }>();
 if (!levels.includes(opts.logLevel as Level)) {
@@ -70,6 +77,7 @@ createVhostVsockBackend({
   guestCid: opts.cid,
   vsockDir,
   hostCid: opts.hostCid,
+  maxConnections: opts.maxConnections,
   logger,
   signal: controller.signal,
 }).then(

@@ -299,7 +299,8 @@ export class VsockDevice {
         if (c) this.queueCtrl(c, OP_CREDIT_UPDATE, 0);
         return;
       default:
-        this.o.logger.warn({ op: h.op }, 'vhost-vsock: unknown packet op dropped');
+        // debug, not warn: a guest must not be able to flood the host's logs
+        this.o.logger.debug({ op: h.op }, 'vhost-vsock: unknown packet op dropped');
     }
   }
 

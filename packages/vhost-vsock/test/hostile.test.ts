@@ -1,6 +1,7 @@
 // The backend against a hostile guest: everything in the rings and packets is the guest's to
 // choose. Each test drives the in-process driver (test/driver.ts) outside the protocol and checks
 // that the backend contains it (device stopped, connection reset, or bounded), never the process.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,17 @@ import { join } from 'node:path';
 import { CID_ANY, emulatedSocketPath } from '@enclave-extras/vsock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createVhostVsockBackend, type VhostVsockBackend } from '../src/index.js';
-import { encodeHeader, HDR_LEN, OP_REQUEST, OP_RW } from '../src/packet.js';
+import {
+  encodeHeader,
+  HDR_LEN,
+  OP_CREDIT_REQUEST,
+  OP_CREDIT_UPDATE,
+  OP_REQUEST,
+  OP_RESPONSE,
+  OP_RST,
+  OP_RW,
+  OP_SHUTDOWN,
+} from '../src/packet.js';
 import { DESC_INDIRECT, DESC_NEXT, type DriverConn, VsockDriver } from './driver.js';
 
 const CID = 17;
@@ -327,6 +338,74 @@ describe('vhost-vsock backend against a hostile guest', () => {
       await within(rst, 'the RST');
       await until(() => hostClosed, 'the host side to be reset');
       expect(backend.stats.connections).toBe(0);
+    });
+  });
+
+  describe('what already held', () => {
+    it('packets for connections that do not exist: RST for RESPONSE/RW/unknown type, the rest dropped', async () => {
+      const base = { srcPort: 30_000, dstCid: 3, dstPort: 7777 };
+      for (const op of [
+        OP_RESPONSE,
+        OP_RW,
+        OP_SHUTDOWN,
+        OP_CREDIT_UPDATE,
+        OP_CREDIT_REQUEST,
+        OP_RST,
+        99,
+      ]) {
+        driver.sendPacket(driver.header({ ...base, op, flags: 0xffff_ffff }));
+      }
+      driver.sendPacket(driver.header({ ...base, type: 7, op: OP_REQUEST }));
+      await until(() => (driver.packetsSeen.RST ?? 0) >= 3, 'the RSTs');
+      await settle();
+      expect(driver.packetsSeen.RST).toBe(3);
+      expect(backend.stats.connections).toBe(0);
+      expect(backend.stats.deviceResets).toBe(0);
+      // the device still serves
+      await backend.listen(7778, (s) => s.end('ok'));
+      const c = await driver.connect(3, 7778);
+      await until(() => c.data().toString() === 'ok', 'the answer');
+    });
+
+    it('SHUTDOWN with every flag bit set closes like a full shutdown (RST back, host side closed)', async () => {
+      let ended = false;
+      await backend.listen(7779, (s) => {
+        s.on('error', () => {});
+        s.on('close', () => {
+          ended = true;
+        });
+        s.resume();
+      });
+      const c = await driver.connect(3, 7779);
+      const rst = new Promise<void>((ok) => c.once('rst', () => ok()));
+      driver.sendPacket(
+        driver.header({ srcPort: c.localPort, dstPort: 7779, op: OP_SHUTDOWN, flags: 0xffff_ffff }),
+      );
+      await within(rst, 'the RST');
+      await until(() => ended && backend.stats.connections === 0, 'the host side to close');
+    });
+
+    it('a guest advertising a 4 GiB buffer and reading nothing: bounded by its rx buffers, the host writer held back', async () => {
+      driver.close();
+      await until(() => !backend.stats.frontEndConnected, 'the front-end to be gone');
+      driver = new VsockDriver({ bufAlloc: 0xffff_ffff });
+      await driver.start(backend.socketPath);
+      let hostWrote = false;
+      const big = randomBytes(8 * 1024 * 1024);
+      await backend.listen(7780, (s) => {
+        s.on('error', () => {});
+        s.write(big, () => {
+          hostWrote = true;
+        });
+      });
+      await driver.connect(3, 7780);
+      driver.rxPaused = true;
+      await until(() => backend.stats.bytesToGuest > 0, 'the first data');
+      await settle();
+      await settle();
+      expect(hostWrote).toBe(false);
+      // what fits the rx buffers posted (32 x 4 KiB), plus those reposted before the pause
+      expect(backend.stats.bytesToGuest).toBeLessThanOrEqual(64 * 4096);
     });
   });
 });
