@@ -1,5 +1,5 @@
 import { VhostVsockError } from './errors.js';
-import { closeFd, type Mapping, mapShared } from './native.js';
+import { fileSize, type Mapping, mapShared } from './native.js';
 
 /** One region of SET_MEM_TABLE. */
 export interface MemoryRegionInfo {
@@ -26,14 +26,29 @@ interface Region {
 export class GuestMemory {
   private readonly regions: Region[] = [];
 
+  /** Maps each region from its fd; the fds stay the caller's to close (also on failure). */
   constructor(infos: readonly MemoryRegionInfo[], fds: readonly number[]) {
+    const LIMIT = BigInt(Number.MAX_SAFE_INTEGER);
     try {
       infos.forEach((info, i) => {
         const fd = fds[i] as number;
+        const what = `memory region ${i} (gpa 0x${info.guestPhysAddr.toString(16)}, size 0x${info.size.toString(16)}, mmap offset 0x${info.mmapOffset.toString(16)})`;
+        if (info.size === 0n) throw memoryError(`${what} is empty`);
+        if (
+          info.guestPhysAddr + info.size > LIMIT ||
+          info.userAddr + info.size > LIMIT ||
+          info.mmapOffset + info.size > LIMIT
+        ) {
+          throw memoryError(`${what} reaches past 2^53`);
+        }
         const size = Number(info.size);
         const off = Number(info.mmapOffset);
+        // mapping past the end of the file would SIGBUS (kill the process) on first access
+        const fileLen = fileSize(fd);
+        if (fileLen >= 0 && off + size > fileLen) {
+          throw memoryError(`${what} ends past the end of its file (${fileLen} bytes)`);
+        }
         const mapping = mapShared(fd, size + off);
-        closeFd(fd);
         this.regions.push({
           gpa: Number(info.guestPhysAddr),
           uva: Number(info.userAddr),
@@ -43,7 +58,6 @@ export class GuestMemory {
         });
       });
     } catch (err) {
-      for (let i = this.regions.length + 1; i < fds.length; i++) closeFd(fds[i] as number);
       this.close();
       throw err;
     }
@@ -90,4 +104,11 @@ export class GuestMemory {
   close(): void {
     for (const r of this.regions.splice(0)) r.mapping.unmap();
   }
+}
+
+function memoryError(msg: string): VhostVsockError {
+  return new VhostVsockError(
+    'ERR_VHOST_VSOCK_MEMORY',
+    `SET_MEM_TABLE: ${msg}; the front-end must pass regions inside their shared memory files`,
+  );
 }

@@ -41,6 +41,7 @@ interface Libc {
   eventfd: SysFn;
   memfd_create: SysFn;
   ftruncate: SysFn;
+  lseek: SysFn;
 }
 
 let libc: Libc | undefined;
@@ -75,6 +76,7 @@ export function sys(): Libc {
       eventfd: f('int eventfd(unsigned int initval, int flags)'),
       memfd_create: f('int memfd_create(const char *name, unsigned int flags)'),
       ftruncate: f('int ftruncate(int fd, int64_t len)'),
+      lseek: f('int64_t lseek(int fd, int64_t off, int whence)'),
     };
     return libc;
   } catch (cause) {
@@ -241,6 +243,15 @@ export function sendWithFds(fd: number, data: Buffer, fds: readonly number[] = [
 export interface Mapping {
   buffer: Buffer;
   unmap(): void;
+}
+
+/** The size of the file behind `fd` (lseek SEEK_END), or -errno when it has none. */
+export function fileSize(fd: number): number {
+  const c = sys();
+  const end = Number(c.lseek(fd, 0, 2));
+  if (end < 0) return -errno();
+  c.lseek(fd, 0, 0);
+  return end;
 }
 
 export function mapShared(fd: number, len: number): Mapping {

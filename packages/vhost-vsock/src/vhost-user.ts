@@ -234,8 +234,7 @@ export class FrontEnd {
             mmapOffset: p.readBigUInt64LE(o + 24),
           });
         }
-        const mem = new GuestMemory(infos, fds);
-        fds.length = 0;
+        const mem = new GuestMemory(infos, fds); // mapped: the fds are closed below
         const old = this.memory;
         this.memory = mem;
         // rings built on the old table are rebuilt on the new one

@@ -20,6 +20,7 @@ import {
   OP_RW,
   OP_SHUTDOWN,
 } from '../src/packet.js';
+import { REQ } from '../src/vhost-user.js';
 import { DESC_INDIRECT, DESC_NEXT, type DriverConn, VsockDriver } from './driver.js';
 
 const CID = 17;
@@ -407,5 +408,54 @@ describe('vhost-vsock backend against a hostile guest', () => {
       // what fits the rx buffers posted (32 x 4 KiB), plus those reposted before the pause
       expect(backend.stats.bytesToGuest).toBeLessThanOrEqual(64 * 4096);
     });
+  });
+
+  describe('control plane (the front-end)', () => {
+    const memTable = (regions: { gpa: bigint; size: bigint; uva: bigint; off: bigint }[]) => {
+      const t = Buffer.alloc(8 + 32 * regions.length);
+      t.writeUInt32LE(regions.length, 0);
+      regions.forEach((r, i) => {
+        t.writeBigUInt64LE(r.gpa, 8 + 32 * i);
+        t.writeBigUInt64LE(r.size, 16 + 32 * i);
+        t.writeBigUInt64LE(r.uva, 24 + 32 * i);
+        t.writeBigUInt64LE(r.off, 32 + 32 * i);
+      });
+      return t;
+    };
+    const mib = 1024n * 1024n;
+    // where the driver's rings live, so only the region under test is wrong
+    const gpa = 0x10_0000n;
+    const uva = 0x7f00_0000_0000n;
+
+    for (const [what, regions] of [
+      [
+        'a region larger than its memory file (mapping it would SIGBUS the process)',
+        [{ gpa, size: 8n * mib, uva, off: 0n }],
+      ],
+      [
+        'a region reaching past its file through mmap_offset',
+        [{ gpa, size: 4n * mib, uva, off: mib }],
+      ],
+      [
+        'an empty second region',
+        [
+          { gpa, size: 4n * mib, uva, off: 0n },
+          { gpa: 16n * mib, size: 0n, uva: 2n << 40n, off: 0n },
+        ],
+      ],
+      ['a region past 2^53', [{ gpa: 1n << 60n, size: 4n * mib, uva, off: 0n }]],
+    ] as const) {
+      it(`SET_MEM_TABLE with ${what} drops the front-end; the fds it passed are closed`, async () => {
+        const fd = driver.memfdForTests;
+        driver.sendRequest(
+          REQ.SET_MEM_TABLE,
+          memTable([...regions]),
+          regions.map(() => fd),
+        );
+        await until(() => !backend.stats.frontEndConnected, 'the front-end to be dropped');
+        expect(backend.stats.deviceResets).toBe(1);
+        // fds are checked by afterEach (the backend's copies of the memfd are closed)
+      });
+    }
   });
 });
