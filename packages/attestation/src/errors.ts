@@ -29,14 +29,27 @@ export interface AttestationErrorOptions {
   field?: string;
 }
 
+// One brand per class for every copy of the package in a process (see `AttestationError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/attestation:AttestationError');
+
 /** The one error class of @enclave-extras/attestation. `code` is stable, `field` names the failing part. */
 export class AttestationError extends Error {
+  /**
+   * True for a AttestationError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every AttestationError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   override readonly name = 'AttestationError';
   readonly code: AttestationErrorCode;
   readonly field?: string;
 
   constructor(code: AttestationErrorCode, message: string, options: AttestationErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     if (options.field !== undefined) this.field = options.field;
   }

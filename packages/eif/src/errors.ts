@@ -64,16 +64,29 @@ export interface EifErrorDetails {
   [key: string]: unknown;
 }
 
+// One brand per class for every copy of the package in a process (see `EifError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/eif:EifError');
+
 /**
  * The one error class of `@enclave-extras/eif`. `code` is stable (see {@link EifErrorCode}); the
  * message names the file/field concerned and what to do; `cause` keeps the underlying error.
  */
 export class EifError extends Error {
+  /**
+   * True for a EifError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every EifError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   readonly code: EifErrorCode;
   readonly details: EifErrorDetails;
 
   constructor(code: EifErrorCode, message: string, details: EifErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.name = 'EifError';
     this.code = code;
     const { cause: _cause, ...rest } = details;

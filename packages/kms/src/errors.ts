@@ -27,8 +27,20 @@ export interface KmsErrorOptions {
   address?: string;
 }
 
+// One brand per class for every copy of the package in a process (see `KmsError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/kms:KmsError');
+
 /** The one error class of @enclave-extras/kms. `code` is stable; match on it, not on the message. */
 export class KmsError extends Error {
+  /**
+   * True for a KmsError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every KmsError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   override readonly name = 'KmsError';
   /** `ERR_KMS_...`, or an errno code (`ECONNREFUSED` ...) for socket failures. */
   readonly code: KmsErrorCode | (string & {});
@@ -37,6 +49,7 @@ export class KmsError extends Error {
 
   constructor(code: KmsErrorCode | (string & {}), message: string, options: KmsErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     if (options.syscall !== undefined) this.syscall = options.syscall;
     if (options.address !== undefined) this.address = options.address;

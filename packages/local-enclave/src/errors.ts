@@ -41,11 +41,23 @@ export interface LocalEnclaveErrorDetails {
   [key: string]: unknown;
 }
 
+// One brand per class for every copy of the package in a process (see `LocalEnclaveError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/local-enclave:LocalEnclaveError');
+
 /**
  * The one error class of `@enclave-extras/local-enclave`. `code` is stable (see
  * {@link LocalEnclaveErrorCode}); the message names what failed and what to do; `cause` is kept.
  */
 export class LocalEnclaveError extends Error {
+  /**
+   * True for a LocalEnclaveError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every LocalEnclaveError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   readonly code: LocalEnclaveErrorCode;
   readonly details: LocalEnclaveErrorDetails;
 
@@ -55,6 +67,7 @@ export class LocalEnclaveError extends Error {
     details: LocalEnclaveErrorDetails = {},
   ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.name = 'LocalEnclaveError';
     this.code = code;
     const { cause: _cause, ...rest } = details;

@@ -74,11 +74,23 @@ export interface NsmErrorOptions {
   errno?: number;
 }
 
+// One brand per class for every copy of the package in a process (see `NsmError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/nsm:NsmError');
+
 /**
  * The one error class of @enclave-extras/nsm. `code` is a stable `ERR_NSM_*` string, or for socket
  * errors of the simulator daemon transport the errno code (`ECONNREFUSED`, `ENOENT` ...).
  */
 export class NsmError extends Error {
+  /**
+   * True for a NsmError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every NsmError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   override readonly name = 'NsmError';
   readonly code: NsmErrorCode | string;
   readonly nsmError?: NsmDeviceErrorName;
@@ -89,6 +101,7 @@ export class NsmError extends Error {
 
   constructor(code: NsmErrorCode | string, message: string, options: NsmErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     if (options.nsmError !== undefined) this.nsmError = options.nsmError;
     if (options.field !== undefined) this.field = options.field;

@@ -32,8 +32,20 @@ export interface ProxyErrorOptions {
   details?: Record<string, unknown>;
 }
 
+// One brand per class for every copy of the package in a process (see `ProxyError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/proxy:ProxyError');
+
 /** The one error class of @enclave-extras/proxy. `code` is stable; `cause` keeps the original error. */
 export class ProxyError extends Error {
+  /**
+   * True for a ProxyError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every ProxyError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   override readonly name = 'ProxyError';
   readonly code: ProxyErrorCode | (string & {});
   readonly syscall?: string;
@@ -46,6 +58,7 @@ export class ProxyError extends Error {
     options: ProxyErrorOptions = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     if (options.syscall !== undefined) this.syscall = options.syscall;
     if (options.address !== undefined) this.address = options.address;

@@ -18,6 +18,9 @@ export interface VsockErrorDetails {
   cause?: unknown;
 }
 
+// One brand per class for every copy of the package in a process (see `VsockError[Symbol.hasInstance]`).
+const BRAND = Symbol.for('@enclave-extras/vsock:VsockError');
+
 /**
  * The one error class of `@enclave-extras/vsock`.
  *
@@ -27,6 +30,15 @@ export interface VsockErrorDetails {
  * conditions use `ERR_VSOCK_*` / `ERR_SERVER_*` codes.
  */
 export class VsockError extends Error {
+  /**
+   * True for a VsockError from any copy of this package in the process (its ESM and CommonJS builds
+   * loaded side by side, or two installed versions): `instanceof` checks a `Symbol.for` brand
+   * that every VsockError carries, not the prototype chain.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && BRAND in value;
+  }
+
   readonly code: string;
   readonly errno?: number;
   readonly syscall?: string;
@@ -37,6 +49,7 @@ export class VsockError extends Error {
 
   constructor(code: string, message: string, details: VsockErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    Object.defineProperty(this, BRAND, { value: true });
     this.name = 'VsockError';
     this.code = code;
     if (details.errno !== undefined) this.errno = details.errno;

@@ -1,0 +1,35 @@
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+
+// The built ESM and CommonJS entry points, as `import` and `require` load them in one process.
+type Api = typeof import('../src/index.js');
+const esmUrl = new URL('../dist/index.js', import.meta.url).href;
+const cjsPath = new URL('../dist/index.cjs', import.meta.url).pathname;
+
+describe('NsmError across the ESM and CommonJS builds', () => {
+  it('instanceof holds both ways, and only for NsmErrors', async () => {
+    const esm = (await import(esmUrl)) as Api;
+    const cjs = createRequire(import.meta.url)(cjsPath) as Api;
+    expect(esm.NsmError).not.toBe(cjs.NsmError);
+    const fromEsm = new esm.NsmError('ERR_NSM_IO', 'from esm');
+    const fromCjs = new cjs.NsmError('ERR_NSM_IO', 'from cjs');
+    for (const err of [fromEsm, fromCjs]) {
+      expect(err instanceof esm.NsmError).toBe(true);
+      expect(err instanceof cjs.NsmError).toBe(true);
+      expect(err instanceof Error).toBe(true);
+    }
+    const lookalike = Object.assign(new Error('x'), { name: 'NsmError', code: 'ERR_NSM_IO' });
+    for (const other of [lookalike, new Error('x'), null, undefined, 'ERR_NSM_IO', {}]) {
+      expect(other instanceof esm.NsmError).toBe(false);
+      expect(other instanceof cjs.NsmError).toBe(false);
+    }
+    // the brand is not enumerable: serialisation and logging are unchanged
+    expect(Object.keys(fromEsm)).not.toContain('BRAND');
+    expect(
+      Object.getOwnPropertySymbols(fromEsm).every(
+        (s) => !Object.getOwnPropertyDescriptor(fromEsm, s)?.enumerable,
+      ),
+    ).toBe(true);
+    expect(JSON.parse(JSON.stringify(fromCjs)).code).toBe('ERR_NSM_IO');
+  });
+});
