@@ -28,6 +28,12 @@ const MAX_PKT = 64 * 1024;
 const CLOSE_TIMEOUT_MS = 8000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const SHUTDOWN_BOTH = SHUTDOWN_RCV | SHUTDOWN_SEND;
+/**
+ * Most tx chains handled in one pass before the event loop gets a turn (Linux vhost-vsock's
+ * VHOST_VSOCK_PKT_WEIGHT): a guest that refills tx as fast as we drain it must not hold the
+ * process's one thread (other connections, timers, other backends in the same process).
+ */
+const TX_BATCH = 256;
 
 /** Counters of a backend (cumulative since it started). */
 export interface VhostVsockStats {
@@ -168,7 +174,11 @@ export class VsockDevice {
     const q = this.queues;
     if (!q) return;
     let pushed = false;
-    for (;;) {
+    for (let n = 0; ; n++) {
+      if (n >= TX_BATCH) {
+        this.scheduleTx(); // the rest after the event loop had a turn
+        break;
+      }
       // Replies (RST, RESPONSE, CREDIT_UPDATE) wait for rx buffers the guest posts. A guest that
       // sends without taking them would grow that queue without bound: like Linux vhost, stop
       // reading tx until rx has made room (the guest's tx ring fills; that is its backpressure).

@@ -35,10 +35,10 @@ import {
 } from '../src/packet.js';
 import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, HDR, REQ } from '../src/vhost-user.js';
 
-const MEM_SIZE = 4 * 1024 * 1024;
+const DEFAULT_MEM_SIZE = 4 * 1024 * 1024;
 const GPA_BASE = 0x10_0000; // guest-physical address of the memfd's first byte
 const UVA_BASE = 0x7f00_0000_0000; // the "front-end virtual address" of the same byte
-const QSIZE = 64;
+const DEFAULT_QSIZE = 64;
 const RX_DATA = 4096;
 const TX_DATA = 4096;
 const NO_SHUTDOWN = 0;
@@ -143,10 +143,17 @@ export class VsockDriver {
   /** while true, the guest takes nothing off the rx used ring and posts no new rx buffers */
   rxPaused = false;
 
-  constructor(opts: { bufAlloc?: number } = {}) {
+  /** queue size of all three rings */
+  readonly qsize: number;
+  /** guest memory (one memfd region) */
+  readonly memSize: number;
+
+  constructor(opts: { bufAlloc?: number; queueSize?: number; memSize?: number } = {}) {
     this.bufAlloc = opts.bufAlloc ?? 64 * 1024;
-    this.memfd = newMemfd('vsock-driver', MEM_SIZE);
-    const m = mapShared(this.memfd, MEM_SIZE);
+    this.qsize = opts.queueSize ?? DEFAULT_QSIZE;
+    this.memSize = opts.memSize ?? DEFAULT_MEM_SIZE;
+    this.memfd = newMemfd('vsock-driver', this.memSize);
+    const m = mapShared(this.memfd, this.memSize);
     this.mem = m.buffer;
     this.unmap = () => m.unmap();
   }
@@ -155,7 +162,7 @@ export class VsockDriver {
     this.alloc = Math.ceil(this.alloc / align) * align;
     const o = this.alloc;
     this.alloc += n;
-    if (this.alloc > MEM_SIZE) throw new Error('driver memory exhausted');
+    if (this.alloc > this.memSize) throw new Error('driver memory exhausted');
     return o;
   }
 
@@ -242,13 +249,13 @@ export class VsockDriver {
     await this.setMemTable();
     this.alloc = 0;
     for (let i = 0; i < 3; i++) {
-      const desc = this.take(16 * QSIZE);
-      const avail = this.take(6 + 2 * QSIZE, 2);
-      const used = this.take(6 + 8 * QSIZE, 4);
+      const desc = this.take(16 * this.qsize);
+      const avail = this.take(6 + 2 * this.qsize, 2);
+      const used = this.take(6 + 8 * this.qsize, 4);
       const kick = newEventFd();
       const call = newEventFd();
       this.q.push({ desc, avail, used, kick, call, lastUsed: 0, availIdx: 0 });
-      this.send(REQ.SET_VRING_NUM, this.state(i, QSIZE));
+      this.send(REQ.SET_VRING_NUM, this.state(i, this.qsize));
       const addr = Buffer.alloc(40);
       addr.writeUInt32LE(i, 0);
       addr.writeBigUInt64LE(BigInt(UVA_BASE + desc), 8);
@@ -266,10 +273,10 @@ export class VsockDriver {
       );
     }
     // rx: chains of two descriptors (header, data), like older Linux drivers
-    for (let h = 0; h < QSIZE / 2; h++) this.postRx(h * 2);
-    for (let d = 0; d < QSIZE / 2; d++) this.txFree.push(d);
-    this.txData = this.take((TX_DATA * QSIZE) / 2);
-    this.txHdr = this.take((HDR_LEN * QSIZE) / 2);
+    for (let h = 0; h < this.qsize / 2; h++) this.postRx(h * 2);
+    for (let d = 0; d < this.qsize / 2; d++) this.txFree.push(d);
+    this.txData = this.take((TX_DATA * this.qsize) / 2);
+    this.txHdr = this.take((HDR_LEN * this.qsize) / 2);
     for (let i = 0; i < 3; i++) {
       const q = this.q[i] as QueueLayout;
       if (await this.ack(REQ.SET_VRING_KICK, this.u64(BigInt(i)), [q.kick]))
@@ -303,7 +310,7 @@ export class VsockDriver {
 
   private publish(qi: number, head: number): void {
     const q = this.q[qi] as QueueLayout;
-    this.mem.writeUInt16LE(head, q.avail + 4 + 2 * (q.availIdx % QSIZE));
+    this.mem.writeUInt16LE(head, q.avail + 4 + 2 * (q.availIdx % this.qsize));
     q.availIdx = (q.availIdx + 1) & 0xffff;
     const idx = new Uint16Array(this.mem.buffer, this.mem.byteOffset + q.avail + 2, 1);
     Atomics.store(idx, 0, q.availIdx);
@@ -317,7 +324,7 @@ export class VsockDriver {
     const q = this.q[qi] as QueueLayout;
     const idx = new Uint16Array(this.mem.buffer, this.mem.byteOffset + q.used + 2, 1);
     while (q.lastUsed !== Atomics.load(idx, 0)) {
-      const o = q.used + 4 + 8 * (q.lastUsed % QSIZE);
+      const o = q.used + 4 + 8 * (q.lastUsed % this.qsize);
       q.lastUsed = (q.lastUsed + 1) & 0xffff;
       yield { id: this.mem.readUInt32LE(o), len: this.mem.readUInt32LE(o + 4) };
     }
@@ -349,7 +356,7 @@ export class VsockDriver {
   private reapTx(): void {
     for (const { id } of this.usedEntries(1)) {
       this.txConsumed++;
-      if (id % 2 === 0 && id < QSIZE) this.txFree.push(id / 2);
+      if (id % 2 === 0 && id < this.qsize) this.txFree.push(id / 2);
       else this.violations.push(`tx used id ${id} was never posted`);
     }
     this.flush();
@@ -518,6 +525,16 @@ export class VsockDriver {
     this.queuePacket(hdr, data);
   }
 
+  /** Makes chain `head` available `n` times on queue `qi` without kicking. */
+  publishRepeated(qi: number, head: number, n: number): void {
+    for (let i = 0; i < n; i++) this.publish(qi, head);
+  }
+
+  /** Kicks queue `qi` (signals its kick eventfd). */
+  kickQueue(qi: number): void {
+    this.kick(qi);
+  }
+
   /** Moves the avail index of queue `qi` ahead by `n` without writing ring entries, and kicks. */
   bumpAvail(qi: number, n: number): void {
     const q = this.q[qi] as QueueLayout;
@@ -530,6 +547,12 @@ export class VsockDriver {
   /** Sends raw vhost-user request `req` (no reply awaited). */
   sendRequest(req: number, payload: Buffer, fds: number[] = []): void {
     this.send(req, payload, fds);
+  }
+
+  /** Where the tx ring lives in `mem` and its kick eventfd (for a second thread playing guest). */
+  get txRing(): { desc: number; avail: number; used: number; kick: number; size: number } {
+    const q = this.q[1] as QueueLayout;
+    return { desc: q.desc, avail: q.avail, used: q.used, kick: q.kick, size: this.qsize };
   }
 
   get memfdForTests(): number {
@@ -634,7 +657,7 @@ export class VsockDriver {
     const table = Buffer.alloc(8 + 32);
     table.writeUInt32LE(1, 0);
     table.writeBigUInt64LE(BigInt(GPA_BASE), 8);
-    table.writeBigUInt64LE(BigInt(MEM_SIZE), 16);
+    table.writeBigUInt64LE(BigInt(this.memSize), 16);
     table.writeBigUInt64LE(BigInt(UVA_BASE), 24);
     table.writeBigUInt64LE(0n, 32);
     if (await this.ack(REQ.SET_MEM_TABLE, table, [this.memfd]))
@@ -643,7 +666,7 @@ export class VsockDriver {
 
   /** Puts a chain head that does not exist on the tx ring and kicks (a broken driver). */
   publishBogusTx(): void {
-    this.publish(1, QSIZE + 5);
+    this.publish(1, this.qsize + 5);
     this.kick(1);
   }
 

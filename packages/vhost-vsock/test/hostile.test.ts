@@ -236,6 +236,39 @@ describe('vhost-vsock backend against a hostile guest', () => {
     });
   });
 
+  describe('event loop', () => {
+    it('a full tx ring is handled in batches: the event loop gets turns in between', async () => {
+      driver.close();
+      await until(() => !backend.stats.frontEndConnected, 'the front-end to be gone');
+      driver = new VsockDriver({ queueSize: 1024, memSize: 16 * 1024 * 1024 });
+      await driver.start(backend.socketPath);
+      // one chain the device drops without a reply (a CREDIT_UPDATE for no connection), 1024 times
+      const hdr = driver.scratch(HDR_LEN);
+      encodeHeader(
+        driver.header({ srcPort: 1, dstCid: 3, dstPort: 1, op: OP_CREDIT_UPDATE }),
+        driver.mem.subarray(hdr.off, hdr.off + HDR_LEN),
+      );
+      const ring = driver.txRing;
+      driver.writeDesc(ring.desc, 0, { addr: hdr.gpa, len: HDR_LEN, flags: 0 });
+      driver.publishRepeated(1, 0, 1024);
+      const usedIdx = new Uint16Array(driver.mem.buffer, driver.mem.byteOffset + ring.used + 2, 1);
+      // what this thread sees each time it gets a turn while the device works through the ring
+      const seen: number[] = [];
+      const look = () => {
+        const u = Atomics.load(usedIdx, 0);
+        seen.push(u);
+        if (u < 1024) setImmediate(look);
+      };
+      const resets = backend.stats.deviceResets; // the first driver's disconnect was one
+      setImmediate(look);
+      driver.kickQueue(1);
+      await until(() => seen.at(-1) === 1024, 'the whole ring');
+      // a guest vCPU refilling the ring as fast as it drains could otherwise hold this thread
+      expect(seen.some((u) => u > 0 && u < 1024)).toBe(true);
+      expect(backend.stats.deviceResets).toBe(resets);
+    });
+  });
+
   describe('connections and replies', () => {
     it('replies the guest does not take do not pile up: tx is left unread while rx is full', async () => {
       driver.rxPaused = true; // the guest posts no rx buffers and reads none of the used ones
