@@ -34,6 +34,9 @@ const SHUTDOWN_BOTH = SHUTDOWN_RCV | SHUTDOWN_SEND;
  * process's one thread (other connections, timers, other backends in the same process).
  */
 const TX_BATCH = 256;
+/** Warnings a guest can cause, at most this many per window; the rest are counted. */
+const GUEST_WARNS_PER_WINDOW = 20;
+const GUEST_WARN_WINDOW_MS = 10_000;
 
 /** Counters of a backend (cumulative since it started). */
 export interface VhostVsockStats {
@@ -131,6 +134,9 @@ export class VsockDevice {
   private txHeld = false;
   private guestConns = 0;
   private capLogged = false;
+  private warnWindowStart = 0;
+  private warnsInWindow = 0;
+  private warnsSuppressed = 0;
   private rxSizeLogged = false;
   private nextHostPort = 0x4000_0000;
   private readonly highWater: number;
@@ -204,11 +210,30 @@ export class VsockDevice {
       pushed = true;
       if (hdr && malformed) this.onMalformed(hdr, malformed);
       else if (hdr) this.onPacket(hdr, payload);
-      else this.o.logger.warn({ bytes: total }, 'vhost-vsock: tx buffer shorter than a header');
+      else
+        this.guestWarn({ bytes: total }, 'vhost-vsock: tx buffer shorter than a header; dropped');
       if (!this.queues) return; // reset while handling
     }
     if (pushed) q.notify(q.tx);
     this.scheduleRx();
+  }
+
+  /** A warning the guest caused: rate-limited, so a guest cannot flood the host's logs. */
+  private guestWarn(obj: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - this.warnWindowStart >= GUEST_WARN_WINDOW_MS) {
+      this.warnWindowStart = now;
+      this.warnsInWindow = 0;
+    }
+    if (this.warnsInWindow >= GUEST_WARNS_PER_WINDOW) {
+      this.warnsSuppressed++;
+      this.o.logger.debug(obj, msg);
+      return;
+    }
+    this.warnsInWindow++;
+    const suppressed = this.warnsSuppressed;
+    this.warnsSuppressed = 0;
+    this.o.logger.warn(suppressed ? { ...obj, suppressed } : obj, msg);
   }
 
   /**
@@ -224,7 +249,7 @@ export class VsockDevice {
       'ERR_VHOST_VSOCK_PROTOCOL',
       `guest ${where}: ${what}; the connection is reset (a guest driver bug or a hostile guest)`,
     );
-    this.o.logger.warn({ err }, 'vhost-vsock: guest protocol violation');
+    this.guestWarn({ err }, 'vhost-vsock: guest protocol violation');
     if (c) this.drop(c, true);
     else if (h && h.op !== OP_RST) this.sendRst(h.dstCid, h.dstPort, h.srcPort);
   }
@@ -240,7 +265,7 @@ export class VsockDevice {
 
   private onPacket(h: PacketHeader, payload: Buffer | null): void {
     if (h.srcCid !== this.o.guestCid) {
-      this.o.logger.warn(
+      this.guestWarn(
         { srcCid: h.srcCid, guestCid: this.o.guestCid },
         'vhost-vsock: packet with a foreign source CID dropped',
       );

@@ -269,6 +269,30 @@ describe('vhost-vsock backend against a hostile guest', () => {
     });
   });
 
+  describe('logs', () => {
+    it('a guest cannot flood the host log: guest-caused warnings are rate-limited', async () => {
+      const warns: unknown[] = [];
+      const noop = () => {};
+      const logger = { debug: noop, info: noop, error: noop, warn: (o: unknown) => warns.push(o) };
+      const socketPath = join(dir, 'logged.sock');
+      const other = await createVhostVsockBackend({ socketPath, guestCid: 19, logger });
+      const d = new VsockDriver();
+      try {
+        await d.start(socketPath);
+        for (let i = 0; i < 200; i++) {
+          // foreign source CID: dropped, and each one used to be a warning
+          d.sendPacket(d.header({ srcCid: 3, srcPort: i, dstPort: 1, op: OP_REQUEST }));
+        }
+        await until(() => d.txConsumed >= 200, 'the packets');
+        expect(warns.length).toBeGreaterThan(0);
+        expect(warns.length).toBeLessThanOrEqual(20);
+      } finally {
+        d.close();
+        await other.close();
+      }
+    });
+  });
+
   describe('connections and replies', () => {
     it('replies the guest does not take do not pile up: tx is left unread while rx is full', async () => {
       driver.rxPaused = true; // the guest posts no rx buffers and reads none of the used ones
