@@ -116,6 +116,15 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
       { field: 'vsockDir' },
     );
   }
+  if (typeof options.eifPath !== 'string' || options.eifPath === '') {
+    throw new LocalEnclaveError(
+      'ERR_LOCAL_ENCLAVE_INVALID_ARGUMENT',
+      'eifPath: give the EIF to boot.',
+      {
+        field: 'eifPath',
+      },
+    );
+  }
   const eifPath = resolve(options.eifPath);
   let eifSize: number;
   try {

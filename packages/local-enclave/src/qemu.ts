@@ -137,6 +137,11 @@ export function qemuArgs(c: QemuCommand): string[] {
     '-monitor',
     'none',
     '-no-reboot',
+    // Appended to the EIF's command line by the machine (not measured: PCRs come from the EIF's
+    // sections). The enclave kernel's reboot=k needs a keyboard controller the machine lacks,
+    // so the guest's reboot hangs; a triple fault resets, and -no-reboot turns that into exit.
+    '-append',
+    'reboot=t',
     '-chardev',
     `socket,id=vsock0,path=${c.vhostSocket}`,
     '-chardev',

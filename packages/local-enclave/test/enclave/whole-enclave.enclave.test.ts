@@ -193,14 +193,14 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
       insecureAcceptUnsignedQemuAttestation: true,
       logger: { debug: noop, info: noop, error: noop, warn: (_o, m) => kmsWarnings.push(m ?? '') },
     });
-    const endpoint = await kms.listen({ port: 0, host: '127.0.0.1' });
-    const port = new URL(endpoint).port;
+    const port = new URL(await kms.listen({ port: 0, host: '127.0.0.1' })).port;
+    const endpoint = `https://localhost:${port}`; // the name in the certificate
     strictKms = await createLocalKms({
       dataDir: join(tmp, 'kms-strict'),
       credentials: [CREDS],
       tls: { key: readFileSync(kmsKey), cert: readFileSync(kmsCa) },
     });
-    const strictEndpoint = await strictKms.listen();
+    const strictEndpoint = `https://localhost:${new URL(await strictKms.listen()).port}`;
     // The AWS SDK's HTTP handler as @enclave-extras/kms resolves it, trusting the KMS's certificate.
     const { NodeHttpHandler } = createRequire(join(repo, 'packages/kms/package.json'))(
       '@smithy/node-http-handler',
@@ -322,6 +322,7 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
   });
 
   afterAll(async () => {
+    await enclave?.terminate();
     for (const c of children) c.kill('SIGTERM');
     await kms?.close();
     await strictKms?.close();
