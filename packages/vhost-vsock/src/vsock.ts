@@ -34,6 +34,8 @@ const SHUTDOWN_BOTH = SHUTDOWN_RCV | SHUTDOWN_SEND;
  * process's one thread (other connections, timers, other backends in the same process).
  */
 const TX_BATCH = 256;
+/** Most rx chains filled in one pass, for the same reason (a guest refilling rx concurrently). */
+const RX_BATCH = 256;
 /** Warnings a guest can cause, at most this many per window; the rest are counted. */
 const GUEST_WARNS_PER_WINDOW = 20;
 const GUEST_WARN_WINDOW_MS = 10_000;
@@ -656,8 +658,14 @@ export class VsockDevice {
     const q = this.queues;
     if (!q) return;
     let pushed = false;
+    let popped = 0;
     const hdrBuf = Buffer.alloc(HDR_LEN);
     for (;;) {
+      if (popped >= RX_BATCH) {
+        // e.g. a guest posting rx buffers too small for a header as fast as we hand them back
+        this.scheduleRx();
+        break;
+      }
       let out: Outgoing | undefined = this.ctrl.shift();
       let data: Buffer[] = [];
       let dataLen = 0;
@@ -670,6 +678,7 @@ export class VsockDevice {
         }
       }
       const chain = q.rx.pop();
+      if (chain) popped++;
       if (!chain) {
         if (out) this.ctrl.unshift(out);
         else if (conn) this.ready.add(conn);
