@@ -484,6 +484,48 @@ describe('vhost-vsock backend against a hostile guest', () => {
     const gpa = 0x10_0000n;
     const uva = 0x7f00_0000_0000n;
 
+    const state = (i: number, n: number) => {
+      const b = Buffer.alloc(8);
+      b.writeUInt32LE(i, 0);
+      b.writeUInt32LE(n, 4);
+      return b;
+    };
+    for (const [what, req, payload] of [
+      ['SET_VRING_NUM 0', REQ.SET_VRING_NUM, state(1, 0)],
+      ['SET_VRING_NUM 48 (not a power of 2)', REQ.SET_VRING_NUM, state(1, 48)],
+      ['SET_VRING_NUM 65536 (over 32768)', REQ.SET_VRING_NUM, state(1, 65536)],
+      ['SET_VRING_NUM for queue 7 (the device has 3)', REQ.SET_VRING_NUM, state(7, 64)],
+      ['SET_MEM_TABLE with 100 regions and no fds', REQ.SET_MEM_TABLE, state(100, 0)],
+      ['a payload over 4096 bytes', REQ.SET_OWNER, Buffer.alloc(5000)],
+    ] as const) {
+      it(`${what} drops the front-end (held)`, async () => {
+        driver.sendRequest(req, payload);
+        await until(() => !backend.stats.frontEndConnected, 'the front-end to be dropped');
+      });
+    }
+
+    it('a misaligned avail ring drops the front-end when the ring is rebuilt (held)', async () => {
+      const ring = driver.txRing;
+      const addr = Buffer.alloc(40);
+      addr.writeUInt32LE(1, 0);
+      addr.writeBigUInt64LE(0x7f00_0000_0000n + BigInt(ring.desc), 8);
+      addr.writeBigUInt64LE(0x7f00_0000_0000n + BigInt(ring.used), 16);
+      addr.writeBigUInt64LE(0x7f00_0000_0000n + BigInt(ring.avail + 1), 24);
+      driver.sendRequest(REQ.SET_VRING_ADDR, addr);
+      await until(() => !backend.stats.frontEndConnected, 'the front-end to be dropped');
+    });
+
+    it('extra fds on a request are closed (held; afterEach checks the fd count)', async () => {
+      const fd = driver.memfdForTests;
+      driver.sendRequest(REQ.SET_OWNER, Buffer.alloc(0), [fd, fd, fd, fd, fd, fd, fd, fd]);
+      driver.sendRequest(REQ.GET_FEATURES, Buffer.alloc(0));
+      // a request after it is still served: the connection stays up
+      await settle();
+      expect(backend.stats.frontEndConnected).toBe(true);
+      const c = await driver.connect(3, 4444).catch((e: { code?: string }) => e.code);
+      expect(c).toBe('ECONNREFUSED');
+    });
+
     for (const [what, regions] of [
       [
         'a region larger than its memory file (mapping it would SIGBUS the process)',
