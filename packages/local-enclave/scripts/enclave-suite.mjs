@@ -88,6 +88,6 @@ try {
   process.exit(r.status || 1);
 }
 say(
-  `${label}: whole-enclave suite ran under QEMU nitro-enclave: ${j.numTotalTests} tests, ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${j.numPendingTests + (j.numTodoTests ?? 0)} skipped`,
+  `${label}: whole-enclave suite ran under QEMU nitro-enclave: ${j.numTotalTests} tests, ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${j.numPendingTests + (j.numTodoTests ?? 0)} skipped${!j.success && j.numFailedTests === 0 ? ' (setup failed: see above)' : ''}`,
 );
 process.exit(r.status || (j.success ? 0 : 1));

@@ -353,7 +353,14 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
       stopped = true;
     });
     expect(enclave.enclaveCid).toBe(CID);
-    expect(consoleText).toContain('ee-init: heartbeat answered by the parent');
+    // The init prints this after it read the answer, so it may trail the host's side by a moment.
+    await waitFor(
+      () => consoleText,
+      /ee-init: heartbeat answered by the parent/,
+      'the init line',
+      () => stopped,
+      60_000,
+    );
   });
 
   it('PCR oracle, image 1: PCR0/1/2 from /dev/nsm equal the prediction; PCR3/4 are the parent role/id', async () => {
