@@ -131,7 +131,10 @@ async function main() {
   });
   const kernelTool = join(tools, 'enclave-kernel');
   if (!value('--kernel') && !process.env.ENCLAVE_EXTRAS_KERNEL && existsSync(kernelTool)) {
-    say('demo', `kernel from ${kernelTool} (the first run builds it: ~15-40 min, cached)`);
+    say(
+      'demo',
+      `kernel from ${kernelTool} (built once and cached; the first build takes ~15-40 min)`,
+    );
   }
   const blobs = le.localBlobs({
     ...(value('--kernel') ? { kernel: value('--kernel') } : {}),
@@ -355,7 +358,7 @@ async function main() {
     }
     for (const line of String(d).split('\n')) {
       if (verbose) process.stdout.write(`  | ${line}\n`);
-      else if (/^(enclave|ee-init): /.test(line))
+      else if (/^(enclave|ee-init): /.test(line) && !line.startsWith('ee-init: warning'))
         say('enclave', line.replace(/^enclave: /, '').trim());
     }
   });
