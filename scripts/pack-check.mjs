@@ -5,10 +5,12 @@
 // suggestion counts) and @arethetypeswrong/cli clean under node10, node16 (CJS and ESM) and
 // bundler resolution.
 //
-// With --install it then installs all tarballs into an empty npm project with a PATH that holds
-// only node, npm and sh (no gcc, g++, make or python), fails when the installed tree contains a
-// package that would compile at install (binding.gyp), and loads every library with `import` and
-// `require` and every app's bin with --help. Needs the npm registry for third-party packages.
+// With --install it then installs all tarballs into an empty npm project and an empty pnpm
+// project (pnpm finds our packages by name through overrides, as from a registry) with a PATH
+// that holds only node, npm, pnpm, sh and basic shell utilities (no gcc, g++, make or python),
+// fails on any native build at install (node-gyp in the log, a package with a binding.gyp), and
+// loads every entry point with `import` and `require` and runs every bin with --help. Needs the
+// npm registry for third-party packages; about 30 s with a warm cache.
 //
 // Usage: node scripts/pack-check.mjs [--install] [--keep]   (after `pnpm build`)
 import { spawnSync } from 'node:child_process';
@@ -126,23 +128,29 @@ console.log(
 process.exit(failures.length ? 1 : 0);
 
 function installCheck() {
-  console.log('\ninstall: every tarball into an empty npm project, no compiler on the PATH');
-  const project = join(work, 'project');
+  // Only node, npm, pnpm and a shell on the PATH: node-gyp would find no compiler, make or python.
   const bin = join(work, 'bin');
-  mkdirSync(project);
   mkdirSync(bin);
-  // Only node, npm and a shell: node-gyp would find no compiler, make or python.
-  const npmWhich = run('sh', ['-c', 'command -v npm']).stdout.trim();
-  const npmCli = npmWhich && realpathSync(npmWhich);
-  if (!npmCli?.endsWith('.js')) {
-    fail(`install: cannot find npm's npm-cli.js (command -v npm gave ${JSON.stringify(npmWhich)})`);
-    return;
-  }
   symlinkSync(process.execPath, join(bin, 'node'));
-  writeFileSync(join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${npmCli}" "$@"\n`, {
-    mode: 0o755,
-  });
   symlinkSync('/bin/sh', join(bin, 'sh'));
+  // The shell utilities every system has (pnpm's bin shims call sed, dirname and uname).
+  for (const tool of ['sed', 'dirname', 'basename', 'uname', 'cat', 'env', 'readlink', 'grep']) {
+    const at = run('sh', ['-c', `command -v ${tool}`]).stdout.trim();
+    if (at) symlinkSync(at, join(bin, tool));
+  }
+  for (const tool of ['npm', 'pnpm']) {
+    const which = run('sh', ['-c', `command -v ${tool}`]).stdout.trim();
+    const cli = which && realpathSync(which);
+    if (!/\.c?js$/.test(cli)) {
+      fail(
+        `install: cannot find ${tool}'s JavaScript entry (command -v ${tool} gave ${JSON.stringify(which)})`,
+      );
+      return;
+    }
+    writeFileSync(join(bin, tool), `#!/bin/sh\nexec "${process.execPath}" "${cli}" "$@"\n`, {
+      mode: 0o755,
+    });
+  }
   const env = { ...process.env, PATH: bin };
   for (const k of Object.keys(env)) if (/^(npm_|PNPM_|pnpm_)/i.test(k)) delete env[k];
   for (const tool of ['gcc', 'g++', 'cc', 'c++', 'make', 'python3', 'python']) {
@@ -150,47 +158,54 @@ function installCheck() {
       fail(`install: ${tool} is still on the stripped PATH`);
     }
   }
-  writeFileSync(
-    join(project, 'package.json'),
-    `${JSON.stringify({ name: 'pack-check-consumer', private: true, version: '0.0.0' }, null, 2)}\n`,
-  );
-  const inst = run(
-    'npm',
-    [
-      'install',
-      '--no-audit',
-      '--no-fund',
-      '--foreground-scripts',
-      '--loglevel=error',
-      ...packed.map((p) => p.tgz),
-    ],
-    { cwd: project, env },
-  );
+  installWith('npm', env);
+  installWith('pnpm', env);
+}
+
+function installWith(manager, env) {
+  console.log(`\ninstall: every tarball into an empty ${manager} project, no compiler on the PATH`);
+  const project = join(work, `project-${manager}`);
+  mkdirSync(project);
+  const manifest = { name: 'pack-check-consumer', private: true, version: '0.0.0' };
+  let argv;
+  if (manager === 'npm') {
+    // npm resolves the packages' dependencies on each other to the tarballs installed beside them.
+    argv = ['install', '--no-audit', '--no-fund', '--foreground-scripts', '--loglevel=error'];
+    argv.push(...packed.map((p) => p.tgz));
+  } else {
+    // pnpm looks each dependency up by name: overrides stand in for a registry holding ours.
+    const files = Object.fromEntries(packed.map((p) => [p.name, `file:${p.tgz}`]));
+    manifest.dependencies = files;
+    manifest.pnpm = { overrides: files };
+    argv = ['install', '--reporter=append-only', '--config.confirmModulesPurge=false'];
+  }
+  writeFileSync(join(project, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  const inst = run(manager, argv, { cwd: project, env });
   const log = `${inst.stdout}${inst.stderr}`;
   if (inst.status !== 0 || !existsSync(join(project, 'node_modules'))) {
-    fail(`install: npm install exited ${inst.status}:\n${log}`);
+    fail(`install: ${manager} install exited ${inst.status}:\n${log}`);
     return;
   }
-  if (/gyp|node-gyp|not found: (make|python|g\+\+|gcc)/i.test(log)) {
-    fail(`install: the install log mentions a native build:\n${log}`);
+  if (/gyp|not found: (make|python|g\+\+|gcc)/i.test(log)) {
+    fail(`install: the ${manager} install log mentions a native build:\n${log}`);
   }
   // A package with a binding.gyp compiles at install whenever its prebuilt binary is missing.
   const gyp = [];
   const walk = (d) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (!e.isDirectory() || e.isSymbolicLink()) continue;
+      if (!e.isDirectory()) continue;
       const sub = join(d, e.name);
-      if (e.name.startsWith('@')) walk(sub);
-      else if (existsSync(join(sub, 'package.json'))) {
-        if (existsSync(join(sub, 'binding.gyp'))) gyp.push(relative(project, sub));
-        if (existsSync(join(sub, 'node_modules'))) walk(join(sub, 'node_modules'));
+      if (existsSync(join(sub, 'package.json')) && existsSync(join(sub, 'binding.gyp'))) {
+        gyp.push(relative(project, sub));
       }
+      walk(sub);
     }
   };
   walk(join(project, 'node_modules'));
-  for (const g of gyp)
+  for (const g of gyp) {
     fail(`install: ${g} has a binding.gyp (compiles at install without a prebuilt)`);
-  console.log(`  npm install: ok, ${gyp.length} packages with a binding.gyp`);
+  }
+  console.log(`  ${manager} install: ok, ${gyp.length} packages with a binding.gyp`);
 
   for (const { name, pkg } of packed) {
     const subpaths = pkg.exports
@@ -207,7 +222,7 @@ function installCheck() {
         ],
         { cwd: project, env },
       );
-      if (esm.status !== 0) fail(`import ${spec}: ${esm.stderr}`);
+      if (esm.status !== 0) fail(`${manager}: import ${spec}: ${esm.stderr}`);
       const cjs = run(
         'node',
         [
@@ -216,15 +231,15 @@ function installCheck() {
         ],
         { cwd: project, env },
       );
-      if (cjs.status !== 0) fail(`require ${spec}: ${cjs.stderr}`);
+      if (cjs.status !== 0) fail(`${manager}: require ${spec}: ${cjs.stderr}`);
       console.log(
-        `  ${spec}: import ${esm.status === 0 ? 'ok' : 'FAIL'}, require ${cjs.status === 0 ? 'ok' : 'FAIL'}`,
+        `  ${manager}: ${spec}: import ${esm.status === 0 ? 'ok' : 'FAIL'}, require ${cjs.status === 0 ? 'ok' : 'FAIL'}`,
       );
     }
     for (const b of Object.keys(pkg.bin ?? {})) {
       const h = run(join(project, 'node_modules/.bin', b), ['--help'], { cwd: project, env });
-      if (h.status !== 0) fail(`${b} --help exited ${h.status}: ${h.stderr}`);
-      console.log(`  ${b} --help: ${h.status === 0 ? 'ok' : 'FAIL'}`);
+      if (h.status !== 0) fail(`${manager}: ${b} --help exited ${h.status}: ${h.stderr}`);
+      console.log(`  ${manager}: ${b} --help: ${h.status === 0 ? 'ok' : 'FAIL'}`);
     }
   }
 }
