@@ -140,16 +140,19 @@ function installCheck() {
   }
   for (const tool of ['npm', 'pnpm']) {
     const which = run('sh', ['-c', `command -v ${tool}`]).stdout.trim();
-    const cli = which && realpathSync(which);
-    if (!/\.c?js$/.test(cli)) {
-      fail(
-        `install: cannot find ${tool}'s JavaScript entry (command -v ${tool} gave ${JSON.stringify(which)})`,
-      );
+    if (!which) {
+      fail(`install: ${tool} is not on the PATH`);
       return;
     }
-    writeFileSync(join(bin, tool), `#!/bin/sh\nexec "${process.execPath}" "${cli}" "$@"\n`, {
-      mode: 0o755,
-    });
+    const cli = realpathSync(which);
+    if (/\.c?js$/.test(cli)) {
+      // a JavaScript CLI: run it with this node (its #!/usr/bin/env node needs no other PATH)
+      writeFileSync(join(bin, tool), `#!/bin/sh\nexec "${process.execPath}" "${cli}" "$@"\n`, {
+        mode: 0o755,
+      });
+    } else {
+      symlinkSync(cli, join(bin, tool)); // e.g. pnpm's standalone executable
+    }
   }
   const env = { ...process.env, PATH: bin };
   for (const k of Object.keys(env)) if (/^(npm_|PNPM_|pnpm_)/i.test(k)) delete env[k];
