@@ -25,6 +25,9 @@ for (const d of dirs) for (const r of reports) rmSync(join(d, r), { force: true 
 // Root files (scripts/, examples/) are linted here; every package lints itself through turbo.
 let failed = run('pnpm', ['exec', 'biome', 'check', 'scripts', 'examples']);
 failed |= run('pnpm', ['exec', 'turbo', 'run', 'build', 'lint', 'typecheck', 'test', '--continue']);
+// The packed tarballs as users get them: publint, attw, then an install by name with no compiler
+// on the PATH, importing and requiring every entry point and running every bin's --help.
+failed |= run('node', ['scripts/pack-check.mjs', '--install']);
 
 const hasVmSuites = dirs.some((d) => {
   const pj = join(d, 'package.json');
