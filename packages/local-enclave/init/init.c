@@ -204,6 +204,7 @@ static void init_rootfs_mounts(void) {
     return;
   }
   char name[65];
+  char skipped[512] = "";
   int hier, groups, enabled;
   while (fscanf(f, "%64s %d %d %d\n", name, &hier, &groups, &enabled) == 4) {
     if (!enabled) continue;
@@ -213,9 +214,21 @@ static void init_rootfs_mounts(void) {
       say("ee-init: warning: mkdir %s: %s", path, strerror(errno));
       continue;
     }
-    if (mount(name, path, "cgroup", std, name) < 0) say("ee-init: warning: mount %s: %s", path, strerror(errno));
+    if (mount(name, path, "cgroup", std, name) < 0) {
+      /* a controller this kernel offers only on cgroup v2 (EINVAL): one line for all of them */
+      if (errno == EINVAL || errno == ENODEV) {
+        rmdir(path);
+        if (strlen(skipped) + strlen(name) + 2 < sizeof(skipped)) {
+          strcat(skipped, " ");
+          strcat(skipped, name);
+        }
+      } else {
+        say("ee-init: warning: mount %s: %s", path, strerror(errno));
+      }
+    }
   }
   fclose(f);
+  if (skipped[0]) say("ee-init: cgroup v1 controllers not available (left unmounted):%s", skipped);
 }
 
 static const char *env_path(char **env) {
