@@ -44,6 +44,29 @@ if (!hasVmSuites) {
 } else if (!existsSync(join(root, '../shared/tools'))) {
   console.log('\nvm suites: SKIPPED (../shared/tools not found beside the checkout)');
 } else {
+  // Fill the VM caches once, one after the other (they share apt and the trixie chroot), before any
+  // suite needs them: vsock-vm's Debian guest, nsm-vm's QEMU 10 (virtio-nsm, nitro-enclave machine)
+  // and the enclave kernel built from it. First time on a fresh machine: ~1 + ~6 + ~14 min; cached
+  // after that. A failed setup is said here; the suites that need it then skip visibly.
+  const tools = join(root, '../shared/tools');
+  for (const [tool, args] of [
+    ['vsock-vm', ['--setup']],
+    ['nsm-vm', ['--setup']],
+    ['enclave-kernel', []],
+  ]) {
+    const t0 = Date.now();
+    const r = spawnSync(join(tools, tool), args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const secs = Math.round((Date.now() - t0) / 1000);
+    if (r.status === 0) console.log(`vm setup: ${tool} ready (${secs} s)`);
+    else {
+      const tail = String(r.stderr ?? '')
+        .trim()
+        .split('\n')
+        .slice(-3)
+        .join(' | ');
+      console.log(`vm setup: ${tool} FAILED (exit ${r.status}, ${secs} s): ${tail}`);
+    }
+  }
   failed |= run('pnpm', ['exec', 'turbo', 'run', 'test:vm', '--concurrency=1', '--continue']);
 }
 
