@@ -22,7 +22,14 @@ describe('VhostVsockError across the ESM and CommonJS builds', () => {
       name: 'VhostVsockError',
       code: 'ERR_VHOST_VSOCK_CLOSED',
     });
-    for (const other of [lookalike, new Error('x'), null, undefined, 'ERR_VHOST_VSOCK_CLOSED', {}]) {
+    for (const other of [
+      lookalike,
+      new Error('x'),
+      null,
+      undefined,
+      'ERR_VHOST_VSOCK_CLOSED',
+      {},
+    ]) {
       expect(other instanceof esm.VhostVsockError).toBe(false);
       expect(other instanceof cjs.VhostVsockError).toBe(false);
     }
