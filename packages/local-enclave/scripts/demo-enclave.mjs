@@ -54,6 +54,7 @@ async function fail(message) {
   process.exit(1);
 }
 process.on('SIGINT', () => void fail('interrupted'));
+process.on('SIGTERM', () => void fail('terminated'));
 
 function start(name, args, env, readyRe) {
   return new Promise((resolve, reject) => {
