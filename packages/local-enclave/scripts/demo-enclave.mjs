@@ -18,7 +18,7 @@
 // the enclave kernel (--kernel / ENCLAVE_EXTRAS_KERNEL, else the enclave-kernel tool).
 // Flags: --verbose (the whole console), --keep (leave the temp folder), --qemu P, --kernel P.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -48,8 +48,19 @@ async function cleanup() {
   if (tmp && !flag('--keep')) rmSync(tmp, { recursive: true, force: true });
 }
 
+/** The tail of each local enclave's supervisor log (QEMU's own messages land there). */
+function supervisorLogTails() {
+  if (!runDir || !existsSync(runDir)) return;
+  for (const name of readdirSync(runDir).filter((n) => n.endsWith('.log'))) {
+    const lines = readFileSync(join(runDir, name), 'utf8').trimEnd().split('\n').slice(-15);
+    say('demo', `tail of ${name} (supervisor and QEMU):`);
+    for (const line of lines) process.stdout.write(`           ${line}\n`);
+  }
+}
+
 async function fail(message) {
   say('demo', `FAILED: ${message}`);
+  supervisorLogTails();
   await cleanup();
   process.exit(1);
 }

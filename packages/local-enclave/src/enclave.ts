@@ -221,8 +221,15 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
   const child: ChildProcess = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stdout?.on('data', onConsole);
+  // QEMU's own messages (e.g. a virtio device that reports an error and stops answering) go to
+  // the log as they come, not only into a boot failure: a stall after boot is otherwise silent.
+  let partial = '';
   child.stderr?.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-16 * 1024);
+    const text = d.toString();
+    stderr = (stderr + text).slice(-16 * 1024);
+    const lines = (partial + text).split('\n');
+    partial = (lines.pop() ?? '').slice(-4096);
+    for (const line of lines) if (line.trim()) log.warn({ enclaveId, qemu: line }, 'QEMU says');
   });
   const proc = child;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
