@@ -1,8 +1,7 @@
 // The backend against an in-process vhost-user front-end + guest vsock driver (test/driver.ts)
 // over a memfd: handshake, rings, packets, credit flow control, half-close, resets, host dials.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   connect,
@@ -14,43 +13,23 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createVhostVsockBackend, type VhostVsockBackend, VhostVsockError } from '../src/index.js';
 import { type DriverConn, VsockDriver } from './driver.js';
+import { type BackendFixture, CID, closeBackend, openBackend, until } from './fixture.js';
 
-const CID = 17;
-const fdCount = () => readdirSync('/proc/self/fd').length;
-const until = async (cond: () => boolean, what: string) => {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('vhost-vsock backend with an in-process driver', () => {
   let dir: string;
   let backend: VhostVsockBackend;
   let driver: VsockDriver;
-  let fds0: number;
 
+  let fixture: BackendFixture;
   beforeEach(async () => {
-    fds0 = fdCount();
-    dir = mkdtempSync(join(tmpdir(), 'vhv-'));
-    backend = await createVhostVsockBackend({
-      socketPath: join(dir, 'vhost.sock'),
-      guestCid: CID,
-      vsockDir: dir,
-    });
-    driver = new VsockDriver({ bufAlloc: 16 * 1024 });
-    await driver.start(backend.socketPath);
-    await until(() => backend.stats.frontEndConnected, 'the front-end');
+    fixture = await openBackend('vhv-');
+    ({ dir, backend, driver } = fixture);
   });
 
-  afterEach(async () => {
-    driver.close();
-    await backend.close();
-    rmSync(dir, { recursive: true, force: true });
-    await until(() => fdCount() <= fds0, `fds back to ${fds0} (now ${fdCount()})`);
-  });
+  // tests may replace the driver or backend (reconnects): close the ones in use now
+  afterEach(() => closeBackend({ ...fixture, dir, backend, driver }));
 
   it('answers GET_CONFIG with the guest CID and listens on the per-VM socket', () => {
     expect(driver.guestCid).toBe(CID);

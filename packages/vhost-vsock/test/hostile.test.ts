@@ -2,9 +2,7 @@
 // choose. Each test drives the in-process driver (test/driver.ts) outside the protocol and checks
 // that the backend contains it (device stopped, connection reset, or bounded), never the process.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CID_ANY, emulatedSocketPath } from '@enclave-extras/vsock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -22,16 +20,8 @@ import {
 } from '../src/packet.js';
 import { REQ } from '../src/vhost-user.js';
 import { DESC_INDIRECT, DESC_NEXT, type DriverConn, VsockDriver } from './driver.js';
+import { type BackendFixture, CID, closeBackend, openBackend, until } from './fixture.js';
 
-const CID = 17;
-const fdCount = () => readdirSync('/proc/self/fd').length;
-const until = async (cond: () => boolean, what: string) => {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
 const within = <T>(p: Promise<T>, what: string) =>
   Promise.race([
     p,
@@ -45,27 +35,15 @@ describe('vhost-vsock backend against a hostile guest', () => {
   let dir: string;
   let backend: VhostVsockBackend;
   let driver: VsockDriver;
-  let fds0: number;
 
+  let fixture: BackendFixture;
   beforeEach(async () => {
-    fds0 = fdCount();
-    dir = mkdtempSync(join(tmpdir(), 'vhv-h-'));
-    backend = await createVhostVsockBackend({
-      socketPath: join(dir, 'vhost.sock'),
-      guestCid: CID,
-      vsockDir: dir,
-    });
-    driver = new VsockDriver({ bufAlloc: 16 * 1024 });
-    await driver.start(backend.socketPath);
-    await until(() => backend.stats.frontEndConnected, 'the front-end');
+    fixture = await openBackend('vhv-h-');
+    ({ dir, backend, driver } = fixture);
   });
 
-  afterEach(async () => {
-    driver.close();
-    await backend.close();
-    rmSync(dir, { recursive: true, force: true });
-    await until(() => fdCount() <= fds0, `fds back to ${fds0} (now ${fdCount()})`);
-  });
+  // tests may replace the driver or backend (reconnects): close the ones in use now
+  afterEach(() => closeBackend({ ...fixture, dir, backend, driver }));
 
   /** Waits until the device either stopped or returned the chain; true when it stopped. */
   const stoppedOrConsumed = async (consumedBefore: number) => {
