@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assembleDemoRootfs, repo } from '../scripts/demo-image.mjs';
+import { assembleDemoRootfs, localEifOptions, repo } from '../scripts/demo-image.mjs';
 import { findKernel, findQemu } from '../scripts/tools.mjs';
 
 const label = 'local-enclave bench';
@@ -62,20 +62,17 @@ async function main() {
     const blobs = le.localBlobs({ kernel: k.kernel });
     const root = join(tmp, 'rootfs');
     assembleDemoRootfs(root, { files: { '/app/bench-guest.mjs': GUEST } });
-    const eif = await buildEif({
-      kernel: blobs.kernel,
-      init: blobs.init,
-      cmdline: blobs.cmdline,
-      nsmKo: false,
-      rootfs: { type: 'directory', path: root },
-      cmd: ['/usr/bin/node', '/app/bench-guest.mjs'],
-      env: [
-        'PATH=/usr/bin:/bin',
-        `BENCH_MIB=${mib}`,
-        'BENCH_REQUIRE_FROM=/app/apps/enclave/package.json',
-      ],
-      output: join(tmp, 'bench.eif'),
-    });
+    const eif = await buildEif(
+      localEifOptions(blobs, root, {
+        cmd: ['/usr/bin/node', '/app/bench-guest.mjs'],
+        env: [
+          'PATH=/usr/bin:/bin',
+          `BENCH_MIB=${mib}`,
+          'BENCH_REQUIRE_FROM=/app/apps/enclave/package.json',
+        ],
+        output: join(tmp, 'bench.eif'),
+      }),
+    );
     const payload = Buffer.alloc(mib << 20);
     for (let i = 0; i < payload.length; i += 4096) payload.writeUInt32LE(i, i);
     const expectHash = createHash('sha256').update(payload).digest('hex');

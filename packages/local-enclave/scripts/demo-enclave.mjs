@@ -23,7 +23,13 @@ import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assembleDemoRootfs, repo } from './demo-image.mjs';
+import {
+  assembleDemoRootfs,
+  eeEnclaveCommand,
+  IMAGE_PATH,
+  localEifOptions,
+  repo,
+} from './demo-image.mjs';
 
 const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(n);
@@ -279,36 +285,22 @@ async function main() {
     files: { '/app/kms-ca.pem': readFileSync(kmsCrt, 'utf8') },
   });
   const t0 = Date.now();
-  const eif = await buildEif({
-    kernel: blobs.kernel,
-    init: blobs.init,
-    cmdline: blobs.cmdline,
-    nsmKo: false,
-    rootfs: { type: 'directory', path: root },
-    cmd: [
-      paths.node,
-      paths.eeEnclave,
-      'run',
-      '--config',
-      paths.enclaveYaml,
-      '--log-level',
-      'warn',
-      '--',
-      paths.node,
-      paths.demoApp,
-    ],
-    env: [
-      'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-      `AWS_REGION=${cfg.region}`,
-      `DEMO_KMS_ENDPOINT=${cfg.kms.endpoint}`,
-      'DEMO_KMS_CA=/app/kms-ca.pem',
-      `DEMO_CIPHERTEXT=${Buffer.from(CiphertextBlob).toString('base64')}`,
-      'DEMO_CREDENTIALS=relay',
-      `DEMO_CREDENTIALS_PORT=${relayPort}`,
-      'DEMO_EXPECT=decrypt',
-    ],
-    output: join(tmp, 'app.eif'),
-  });
+  const eif = await buildEif(
+    localEifOptions(blobs, root, {
+      cmd: eeEnclaveCommand(paths, paths.demoApp),
+      env: [
+        IMAGE_PATH,
+        `AWS_REGION=${cfg.region}`,
+        `DEMO_KMS_ENDPOINT=${cfg.kms.endpoint}`,
+        'DEMO_KMS_CA=/app/kms-ca.pem',
+        `DEMO_CIPHERTEXT=${Buffer.from(CiphertextBlob).toString('base64')}`,
+        'DEMO_CREDENTIALS=relay',
+        `DEMO_CREDENTIALS_PORT=${relayPort}`,
+        'DEMO_EXPECT=decrypt',
+      ],
+      output: join(tmp, 'app.eif'),
+    }),
+  );
   say(
     'eif',
     `built app.eif (${(eif.size / 1048576).toFixed(1)} MiB) in ${Date.now() - t0} ms; predicted PCR0 ${eif.measurements.PCR0.slice(0, 16)}...`,

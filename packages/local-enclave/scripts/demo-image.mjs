@@ -42,6 +42,27 @@ function which(name) {
   return r.stdout.trim();
 }
 
+/** PATH inside the demo images (the init looks the command up on it). */
+export const IMAGE_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** `buildEif` options for a local image: the local blobs (no nsm.ko) and `root` as its rootfs. */
+export function localEifOptions(blobs, root, options) {
+  return {
+    kernel: blobs.kernel,
+    init: blobs.init,
+    cmdline: blobs.cmdline,
+    nsmKo: false,
+    rootfs: { type: 'directory', path: root },
+    ...options,
+  };
+}
+
+/** The image command: `ee-enclave run` with the demo's enclave.yaml, then node `app`. */
+export function eeEnclaveCommand(paths, app) {
+  const run = ['run', '--config', paths.enclaveYaml, '--log-level', 'warn'];
+  return [paths.node, paths.eeEnclave, ...run, '--', paths.node, app];
+}
+
 /**
  * Builds the demo root file system in `root` (which must not exist or be empty). `files` adds
  * more files: { '/app/x.pem': 'content' }. Returns the in-image paths the image's command uses.

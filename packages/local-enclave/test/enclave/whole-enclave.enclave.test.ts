@@ -28,8 +28,11 @@ import { type BuildEifResult, buildEif } from '@enclave-extras/eif';
 import { createLocalKms, type LocalKms } from '@enclave-extras/kms/local';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain .mjs helper shared with `pnpm demo:enclave`
-import { assembleDemoRootfs, GUEST_PROBE, repo } from '../../scripts/demo-image.mjs';
+import * as demoImage from '../../scripts/demo-image.mjs';
 import { type LocalBlobs, type LocalEnclave, localBlobs, startEnclave } from '../../src/index.js';
+
+const { assembleDemoRootfs, eeEnclaveCommand, GUEST_PROBE, IMAGE_PATH, localEifOptions, repo } =
+  demoImage;
 
 const qemu = process.env.ENCLAVE_EXTRAS_QEMU;
 const kernel = process.env.ENCLAVE_EXTRAS_KERNEL;
@@ -47,7 +50,6 @@ const REGION = 'us-east-1';
 const SECRET = 'the database password is correct-horse-battery-staple';
 const CID = 16;
 const SIGNED_CID = 17;
-const GUEST_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 let tmp: string;
 let vsockDir: string;
@@ -271,38 +273,24 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
         '/app/idle.mjs': 'setInterval(() => {}, 3600_000);\n',
       },
     });
-    built = await buildEif({
-      kernel: blobs.kernel,
-      init: blobs.init,
-      cmdline: blobs.cmdline,
-      nsmKo: false,
-      rootfs: { type: 'directory', path: root },
-      cmd: [
-        paths.node,
-        paths.eeEnclave,
-        'run',
-        '--config',
-        paths.enclaveYaml,
-        '--log-level',
-        'warn',
-        '--',
-        paths.node,
-        '/app/e2e-guest.mjs',
-      ],
-      env: [
-        GUEST_PATH,
-        `AWS_REGION=${REGION}`,
-        `DEMO_KMS_ENDPOINT=https://localhost:${port}`,
-        'DEMO_KMS_CA=/app/kms-ca.pem',
-        `DEMO_CIPHERTEXT=${Buffer.from(ciphertext).toString('base64')}`,
-        'DEMO_CREDENTIALS=relay',
-        'DEMO_CREDENTIALS_PORT=8002',
-        'DEMO_EXPECT=decrypt',
-        `E2E_ATTEST_SPKI=${Buffer.from(spki).toString('base64')}`,
-        `E2E_THEN=${paths.demoApp}`,
-      ],
-      output: join(tmp, 'demo.eif'),
-    });
+    built = await buildEif(
+      localEifOptions(blobs, root, {
+        cmd: eeEnclaveCommand(paths, '/app/e2e-guest.mjs'),
+        env: [
+          IMAGE_PATH,
+          `AWS_REGION=${REGION}`,
+          `DEMO_KMS_ENDPOINT=https://localhost:${port}`,
+          'DEMO_KMS_CA=/app/kms-ca.pem',
+          `DEMO_CIPHERTEXT=${Buffer.from(ciphertext).toString('base64')}`,
+          'DEMO_CREDENTIALS=relay',
+          'DEMO_CREDENTIALS_PORT=8002',
+          'DEMO_EXPECT=decrypt',
+          `E2E_ATTEST_SPKI=${Buffer.from(spki).toString('base64')}`,
+          `E2E_THEN=${paths.demoApp}`,
+        ],
+        output: join(tmp, 'demo.eif'),
+      }),
+    );
     // Before boot: the key policy pins the PCR0 the builder predicted.
     await client.send(
       new PutKeyPolicyCommand({
@@ -443,17 +431,14 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
       ],
       { stdio: 'ignore' },
     );
-    const signed = await buildEif({
-      kernel: blobs.kernel,
-      init: blobs.init,
-      cmdline: blobs.cmdline,
-      nsmKo: false,
-      rootfs: { type: 'directory', path: join(tmp, 'rootfs') },
-      cmd: ['/usr/bin/node', '/app/e2e-guest.mjs'],
-      env: [GUEST_PATH, 'E2E_THEN=/app/idle.mjs'],
-      output: join(tmp, 'signed.eif'),
-      signing: { privateKey: readFileSync(key, 'utf8'), certificate: readFileSync(cert, 'utf8') },
-    });
+    const signed = await buildEif(
+      localEifOptions(blobs, join(tmp, 'rootfs'), {
+        cmd: ['/usr/bin/node', '/app/e2e-guest.mjs'],
+        env: [IMAGE_PATH, 'E2E_THEN=/app/idle.mjs'],
+        output: join(tmp, 'signed.eif'),
+        signing: { privateKey: readFileSync(key, 'utf8'), certificate: readFileSync(cert, 'utf8') },
+      }),
+    );
     expect(signed.measurements.PCR8).toMatch(/^[0-9a-f]{96}$/);
     expect(signed.measurements.PCR2).not.toBe(built.measurements.PCR2);
     const runDir = join(tmp, 'run');
