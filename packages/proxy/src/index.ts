@@ -18,7 +18,6 @@ export {
   type RouteConfig,
   routeSchema,
 } from './config.js';
-export * from './enclave/index.js';
 export {
   describeEndpoint,
   type Endpoint,

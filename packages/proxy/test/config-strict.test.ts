@@ -5,7 +5,6 @@ import { z } from 'zod';
 import {
   awsAllowlistSchema,
   createRoute,
-  enclaveConfigSchema,
   ProxyError,
   parseConfig,
   parseEndpoint,
@@ -180,24 +179,6 @@ describe('awsAllowlistSchema', () => {
 });
 
 describe('names and policies', () => {
-  it('refuses duplicate names in enclave.yaml, also a route named like the default gateway name', () => {
-    const dup = issuesOf(() =>
-      parseConfig(
-        'routes:\n  - {name: a, listen: "tcp:127.0.0.1:1", dial: "vsock:3:1"}\n  - {name: a, listen: "tcp:127.0.0.1:2", dial: "vsock:3:2"}\n',
-        enclaveConfigSchema,
-      ),
-    );
-    expect(dup).toEqual([expect.objectContaining({ path: 'routes[1].name', line: 3 })]);
-    const egress = issuesOf(() =>
-      parseConfig(
-        'egressGateway: {listen: "tcp:127.0.0.1:3128", parent: "vsock:3:8080"}\nroutes:\n  - {name: egress, listen: "tcp:127.0.0.1:1", dial: "vsock:3:1"}\n',
-        enclaveConfigSchema,
-      ),
-    );
-    expect(egress[0]).toMatchObject({ path: 'routes[0].name', line: 3 });
-    expect(egress[0]?.message).toMatch(/"egress" is already used by egressGateway/);
-  });
-
   it.each(['unix:/tmp/x.sock', 'vsock:16:5000'])(
     'refuses a policy on a route dialling %s',
     (dial) => {

@@ -1,10 +1,6 @@
 // ee-enclave run --config enclave.yaml -- <app> [args]: the enclave entrypoint.
-import {
-  describeEndpoint,
-  enclaveConfigSchema,
-  loadConfigFile,
-  runEnclave,
-} from '@enclave-extras/proxy';
+import { describeEndpoint, loadConfigFile } from '@enclave-extras/proxy';
+import { enclaveConfigSchema, runEnclave } from '@enclave-extras/runtime';
 import type { Command } from 'commander';
 import {
   applyVsockDir,

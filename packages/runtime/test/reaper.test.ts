@@ -6,14 +6,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
+import type { Logger } from '@enclave-extras/proxy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AppExit, enclaveConfigSchema, runEnclave } from '../src/index.js';
 import {
   loadReaperNative,
   type ReapedChild,
   setChildSubreaper,
   startReaper,
-} from '../src/enclave/reaper.js';
-import { type AppExit, enclaveConfigSchema, type Logger, runEnclave } from '../src/index.js';
+} from '../src/reaper.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, '..', 'dist', 'index.js');

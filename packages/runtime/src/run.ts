@@ -1,10 +1,7 @@
-import { formatHostPort } from '../endpoint.js';
-import { errorMessage, ProxyError } from '../errors.js';
-import { type Logger, silentLogger } from '../logger.js';
-import { ProxyRuntime } from '../runtime.js';
-import type { VsockOptions } from '../transport.js';
+import { type Logger, ProxyRuntime, silentLogger, type VsockOptions } from '@enclave-extras/proxy';
 import { type AppExit, exitStatus, proxyEnv, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
+import { errorMessage, RuntimeError } from './errors.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
 import {
@@ -125,7 +122,7 @@ export async function runEnclave(
     Object.assign(
       env,
       proxyEnv({
-        gateway: formatHostPort(host, bound.port),
+        gateway: host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`,
         noProxy: ['localhost', '127.0.0.1', '::1', '127.0.0.0/8', ...config.noProxy],
       }),
     );
@@ -180,7 +177,7 @@ async function prepareReaping(
   } catch (err) {
     if (mode === true) throw err;
     log.warn(
-      { code: (err as ProxyError).code, err: errorMessage(err) },
+      { code: (err as RuntimeError).code, err: errorMessage(err) },
       'running as PID 1 without reaping orphaned children',
     );
     return undefined;
@@ -190,8 +187,8 @@ async function prepareReaping(
   if (!pid1) {
     const r = setChildSubreaper(native, true);
     if (r < 0) {
-      throw new ProxyError(
-        'ERR_PROXY_REAPER_UNAVAILABLE',
+      throw new RuntimeError(
+        'ERR_RUNTIME_REAPER_UNAVAILABLE',
         `Cannot reap orphaned children: prctl(PR_SET_CHILD_SUBREAPER) failed (errno ${-r}). Set reapOrphans: false or 'auto'.`,
         { syscall: 'prctl', details: { errno: -r } },
       );

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { errorMessage, ProxyError } from '../errors.js';
-import { type Logger, silentLogger } from '../logger.js';
+import { type Logger, silentLogger } from '@enclave-extras/proxy';
+import { errorMessage, RuntimeError } from './errors.js';
 
 export interface LoopbackOptions {
   /** Extra IPv4 loopback addresses (127.0.0.0/8, other than 127.0.0.1) to add to `lo` as /32 aliases. */
@@ -32,8 +32,8 @@ function runIp(ip: string, args: string[], what: string): Promise<IpRun> {
       const cmd = `${ip} ${args.join(' ')}`;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         reject(
-          new ProxyError(
-            'ERR_PROXY_NET_SETUP',
+          new RuntimeError(
+            'ERR_RUNTIME_NET_SETUP',
             `${what}: "${ip}" was not found. Install iproute2 in the enclave image, or skip network setup (ee-enclave run --no-network-setup / network.setup: false).`,
             { cause: err, syscall: cmd },
           ),
@@ -42,7 +42,7 @@ function runIp(ip: string, args: string[], what: string): Promise<IpRun> {
       }
       if (/Operation not permitted|EPERM|Permission denied/i.test(text)) {
         reject(
-          new ProxyError(
+          new RuntimeError(
             'EPERM',
             `${what}: not permitted (${text}). Run as root or with CAP_NET_ADMIN (inside the enclave this is PID 1's job), or skip network setup with --no-network-setup.`,
             { cause: err, syscall: cmd },
@@ -51,7 +51,7 @@ function runIp(ip: string, args: string[], what: string): Promise<IpRun> {
         return;
       }
       reject(
-        new ProxyError('ERR_PROXY_NET_SETUP', `${what}: "${cmd}" failed: ${text}`, {
+        new RuntimeError('ERR_RUNTIME_NET_SETUP', `${what}: "${cmd}" failed: ${text}`, {
           cause: err,
           syscall: cmd,
         }),
@@ -68,8 +68,8 @@ export function isLoopbackV4(address: string): boolean {
 
 /**
  * Brings the loopback interface up and adds the 127.0.0.x aliases, using iproute2.
- * Idempotent: addresses already on `lo` are left alone. Errors: ProxyError `EPERM` without
- * CAP_NET_ADMIN, `ERR_PROXY_NET_SETUP` for anything else (missing `ip`, bad address).
+ * Idempotent: addresses already on `lo` are left alone. Errors: RuntimeError `EPERM` without
+ * CAP_NET_ADMIN, `ERR_RUNTIME_NET_SETUP` for anything else (missing `ip`, bad address).
  */
 export async function setupLoopback(options: LoopbackOptions = {}): Promise<LoopbackResult> {
   const ip = options.ipCommand ?? 'ip';
@@ -77,8 +77,8 @@ export async function setupLoopback(options: LoopbackOptions = {}): Promise<Loop
   const wanted = [...new Set(options.aliases ?? [])].filter((a) => a !== '127.0.0.1');
   for (const a of wanted) {
     if (!isLoopbackV4(a)) {
-      throw new ProxyError(
-        'ERR_PROXY_NET_SETUP',
+      throw new RuntimeError(
+        'ERR_RUNTIME_NET_SETUP',
         `Loopback alias "${a}" is not an IPv4 address in 127.0.0.0/8; use 127.0.0.2 .. 127.255.255.254.`,
         { address: a },
       );
@@ -102,7 +102,7 @@ export async function setupLoopback(options: LoopbackOptions = {}): Promise<Loop
       await runIp(ip, ['addr', 'add', `${a}/32`, 'dev', 'lo'], `Adding ${a} to lo`);
     } catch (err) {
       // Raced with another process adding it: that is the state we want.
-      if (err instanceof ProxyError && /File exists/.test(errorMessage(err))) continue;
+      if (err instanceof RuntimeError && /File exists/.test(errorMessage(err))) continue;
       throw err;
     }
     added.push(a);

@@ -8,6 +8,7 @@ export {
   runApp,
 } from './child.js';
 export { type EnclaveConfig, enclaveConfigSchema, enclaveNetworkSchema } from './config.js';
+export { RuntimeError, type RuntimeErrorCode, type RuntimeErrorOptions } from './errors.js';
 export {
   type HostsEntry,
   type HostsFileOptions,

@@ -1,5 +1,10 @@
+import {
+  checkUniqueNames,
+  egressGatewaySchema,
+  namedEntries,
+  routeSchema,
+} from '@enclave-extras/proxy';
 import { z } from 'zod';
-import { checkUniqueNames, egressGatewaySchema, namedEntries, routeSchema } from '../config.js';
 
 const hostsEntrySchema = z.strictObject({
   address: z.string().min(1),

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
-import { errorCode, errorMessage, ProxyError } from '../errors.js';
-import { parseIp } from '../ip.js';
+import { errorCode, errorMessage, RuntimeError } from './errors.js';
 
 export interface HostsEntry {
   /** The address the names resolve to, e.g. `127.0.0.2`. */
@@ -28,9 +28,9 @@ export interface HostsFileResult {
 
 const NAME = /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$/;
 
-function hostsError(path: string, message: string, cause?: unknown): ProxyError {
-  const code = cause === undefined ? 'ERR_PROXY_HOSTS' : errorCode(cause);
-  return new ProxyError(code === 'ERR_UNKNOWN' ? 'ERR_PROXY_HOSTS' : code, message, {
+function hostsError(path: string, message: string, cause?: unknown): RuntimeError {
+  const code = cause === undefined ? 'ERR_RUNTIME_HOSTS' : errorCode(cause);
+  return new RuntimeError(code === 'ERR_UNKNOWN' ? 'ERR_RUNTIME_HOSTS' : code, message, {
     address: path,
     ...(cause === undefined ? {} : { cause, syscall: 'write' }),
   });
@@ -68,7 +68,7 @@ export function renderHostsFile(
 
 function validate(entries: ReadonlyArray<HostsEntry>, path: string): void {
   entries.forEach((e, i) => {
-    if (!parseIp(e.address)) {
+    if (isIP(e.address) === 0) {
       throw hostsError(
         path,
         `hosts[${i}].address "${e.address}" is not an IP address; write e.g. 127.0.0.2.`,

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { errorCode, errorMessage, ProxyError } from '../errors.js';
-import { type Logger, silentLogger } from '../logger.js';
+import { type Logger, silentLogger } from '@enclave-extras/proxy';
+import { errorCode, errorMessage, RuntimeError } from './errors.js';
 
 /** Signals forwarded to the app by default. */
 export const FORWARDED_SIGNALS: ReadonlyArray<NodeJS.Signals> = [
@@ -44,7 +44,7 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
 
 /**
  * Runs the app with inherited stdio, forwards signals to it and resolves with its exit status
- * when it ends. Rejects with ProxyError (ENOENT/EACCES kept as code) when it cannot be started.
+ * when it ends. Rejects with RuntimeError (ENOENT/EACCES kept as code) when it cannot be started.
  *
  * As PID 1 (inside the enclave) the kernel gives no default action to signals without a handler,
  * so the handlers installed here are what makes SIGTERM reach the app. runApp waits only for the
@@ -101,10 +101,10 @@ export function runApp(options: RunAppOptions): Promise<AppExit> {
   });
 }
 
-function startError(command: string, err: unknown): ProxyError {
+function startError(command: string, err: unknown): RuntimeError {
   const code = errorCode(err);
-  return new ProxyError(
-    code === 'ERR_UNKNOWN' ? 'ERR_PROXY_APP_START' : code,
+  return new RuntimeError(
+    code === 'ERR_UNKNOWN' ? 'ERR_RUNTIME_APP_START' : code,
     `Cannot start the app "${command}": ${errorMessage(err)}. Check the path after "--" and that it is executable.`,
     { cause: err, syscall: 'spawn', address: command },
   );

@@ -8,8 +8,8 @@
 // only when it is not one of Node's (`isOwned`), and stops at the first one that is (libuv reaps
 // that one itself; the next sweep looks again).
 import { constants } from 'node:os';
-import { errorMessage, ProxyError } from '../errors.js';
-import { type Logger, silentLogger } from '../logger.js';
+import { type Logger, silentLogger } from '@enclave-extras/proxy';
+import { errorMessage, RuntimeError } from './errors.js';
 
 type KoffiModule = typeof import('koffi');
 type SysFn = (...args: unknown[]) => number;
@@ -37,7 +37,7 @@ let nativeLoad: Promise<ReaperNative> | undefined;
 
 /**
  * Loads koffi and binds waitid/waitpid/prctl from the running process (glibc or musl).
- * Rejects with ProxyError ERR_PROXY_REAPER_UNAVAILABLE off Linux or when koffi cannot load.
+ * Rejects with RuntimeError ERR_RUNTIME_REAPER_UNAVAILABLE off Linux or when koffi cannot load.
  */
 export function loadReaperNative(): Promise<ReaperNative> {
   nativeLoad ??= (async () => {
@@ -79,9 +79,9 @@ export function loadReaperNative(): Promise<ReaperNative> {
   return nativeLoad;
 }
 
-function unavailable(why: string, cause?: unknown): ProxyError {
-  return new ProxyError(
-    'ERR_PROXY_REAPER_UNAVAILABLE',
+function unavailable(why: string, cause?: unknown): RuntimeError {
+  return new RuntimeError(
+    'ERR_RUNTIME_REAPER_UNAVAILABLE',
     `Cannot reap orphaned children: ${why}. Set reapOrphans: false in the enclave config, or run the app under a reaper (tini).`,
     cause === undefined ? {} : { cause },
   );

@@ -3,15 +3,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseConfig } from '@enclave-extras/proxy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   enclaveConfigSchema,
   exitStatus,
   isLoopbackV4,
   loopbackAliases,
-  ProxyError,
-  parseConfig,
   proxyEnv,
+  RuntimeError,
   renderHostsFile,
   runApp,
   updateHostsFile,
@@ -62,10 +62,10 @@ describe('hosts file', () => {
     expect(readFileSync(path, 'utf8')).toContain('::1\tx.test');
     await expect(
       updateHostsFile([{ address: '127.0.0.300', names: ['x'] }], { path }),
-    ).rejects.toMatchObject({ code: 'ERR_PROXY_HOSTS', message: /hosts\[0\]\.address/ });
+    ).rejects.toMatchObject({ code: 'ERR_RUNTIME_HOSTS', message: /hosts\[0\]\.address/ });
     await expect(
       updateHostsFile([{ address: '127.0.0.2', names: ['bad name'] }], { path }),
-    ).rejects.toBeInstanceOf(ProxyError);
+    ).rejects.toBeInstanceOf(RuntimeError);
   });
 
   it('renders an empty file and no block without entries', () => {
@@ -242,7 +242,7 @@ describe.skipIf(!canUnshare)('bring-up in a private network and mount namespace'
     expect(r.status).toBe(0);
     const o = JSON.parse(r.out);
     expect(o).toMatchObject({
-      name: 'ProxyError',
+      name: 'RuntimeError',
       code: 'EPERM',
       syscall: 'ip link set dev lo up',
     });
