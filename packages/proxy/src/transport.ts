@@ -72,6 +72,33 @@ export interface ListenOptions {
   backlog?: number;
 }
 
+/** What to do about a failed listen, by endpoint kind and error code. */
+export function listenRemedy(ep: Endpoint, code: string): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return 'Pick a free address or stop the other listener.';
+    case 'EACCES':
+    case 'EPERM':
+      return ep.kind === 'unix'
+        ? 'Check that the directory of the socket path exists and that this user may create files in it.'
+        : 'Ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a higher port or grant it.';
+    case 'EADDRNOTAVAIL':
+      return ep.kind === 'vsock'
+        ? 'That CID is not local: listen on vsock:any:PORT.'
+        : 'That address is not assigned to this machine: listen on one of its addresses or 0.0.0.0.';
+  }
+  if (
+    ep.kind === 'vsock' &&
+    ['ENODEV', 'EAFNOSUPPORT', 'ENOENT', 'ESOCKTNOSUPPORT'].includes(code)
+  ) {
+    return 'This machine has no vsock: run inside an enclave or a VM with virtio-vsock (on a parent instance, the Nitro Enclaves allocator loads vhost_vsock), or use the emulation: --vsock-dir DIR (ENCLAVE_EXTRAS_VSOCK_DIR).';
+  }
+  if (ep.kind === 'unix' && code === 'ENOENT') {
+    return 'Check that the directory of the socket path exists and that this user may create files in it.';
+  }
+  return 'Check the address.';
+}
+
 function waitListening(
   server: net.Server | VsockServerLike,
   start: (cb: () => void) => void,
@@ -82,7 +109,7 @@ function waitListening(
       reject(
         new ProxyError(
           errorCode(err) === 'ERR_UNKNOWN' ? 'ERR_PROXY_LISTEN_FAILED' : errorCode(err),
-          `Listening on ${describeEndpoint(ep)} failed: ${err.message}. Pick a free address or stop the other listener.`,
+          `Listening on ${describeEndpoint(ep)} failed: ${err.message}. ${listenRemedy(ep, errorCode(err))}`,
           { cause: err, syscall: 'listen', address: describeEndpoint(ep) },
         ),
       );
