@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { version } from '../package.json';
 import { serveSimulator } from './daemon.js';
 import { NsmSimulator } from './simulator.js';
 import type { Logger } from './transport.js';
@@ -14,6 +15,8 @@ usage: nsm-simulator --socket PATH [--state-dir DIR] [--module-id ID] [--pcr N=H
   --pcr N=HEX       initial value of PCR N (96 hex digits); repeatable
   --print-root      print the dev root certificate (PEM) of --state-dir and exit
   --verbose         log JSON lines to stderr
+  --version         print the version and exit
+  -h, --help        print this help and exit
 `;
 
 function jsonLogger(minLevel: number): Logger {
@@ -32,25 +35,33 @@ function jsonLogger(minLevel: number): Logger {
   };
 }
 
+/** The apps' one usage-error line: `nsm-simulator: ERR_USAGE: <message>` on stderr, exit 2. */
+function usage(message: string): number {
+  process.stderr.write(`nsm-simulator: ERR_USAGE: ${message}\n`);
+  return 2;
+}
+
 async function main(): Promise<number> {
   let args: ReturnType<typeof parse>;
   try {
     args = parse();
   } catch (err) {
-    process.stderr.write(`nsm-simulator: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
+    return usage((err as Error).message);
   }
   const v = args.values;
   if (v.help) {
     process.stdout.write(USAGE);
     return 0;
   }
+  if (v.version) {
+    process.stdout.write(`${version}\n`);
+    return 0;
+  }
   const pcrs: Record<number, string> = {};
   for (const p of v.pcr ?? []) {
     const m = /^(\d+)=([0-9a-fA-F]+)$/.exec(p);
     if (!m) {
-      process.stderr.write(`nsm-simulator: --pcr ${p}: expected N=HEX\n`);
-      return 2;
+      return usage(`--pcr ${p}: expected N=HEX`);
     }
     pcrs[Number(m[1])] = m[2]!;
   }
@@ -64,7 +75,10 @@ async function main(): Promise<number> {
       logger,
     });
   } catch (err) {
-    process.stderr.write(`nsm-simulator: ${(err as Error).message}\n`);
+    const code = (err as { code?: unknown }).code;
+    process.stderr.write(
+      `nsm-simulator: ${typeof code === 'string' ? code : 'ERR_USAGE'}: ${(err as Error).message}\n`,
+    );
     return 2;
   }
   if (v['print-root']) {
@@ -72,8 +86,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (!v.socket) {
-    process.stderr.write(`nsm-simulator: --socket is required\n\n${USAGE}`);
-    return 2;
+    return usage('--socket PATH is required (or --print-root, --help, --version)');
   }
   const server = await serveSimulator({ socketPath: v.socket, simulator, logger });
   await new Promise<void>((resolve) => {
@@ -94,6 +107,7 @@ function parse() {
       'print-root': { type: 'boolean' },
       verbose: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
     },
   });
 }

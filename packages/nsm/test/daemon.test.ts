@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -185,10 +185,28 @@ describe('nsm-simulator bin', () => {
     expect(verifyDocument(doc, { roots: [pem] }).moduleId).toBe('i-42-enc42');
   });
 
-  it('exits 2 on usage errors', async () => {
-    const child = run(['--pcr', 'nope']);
-    expect(await new Promise((r) => child.on('exit', r))).toBe(2);
-    const none = run([]);
-    expect(await new Promise((r) => none.on('exit', r))).toBe(2);
+  function runSync(args: string[]) {
+    return spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 20_000 });
+  }
+
+  it('exits 2 on usage errors, one line nsm-simulator: ERR_USAGE: <message>', async () => {
+    for (const [args, message] of [
+      [['--pcr', 'nope'], /--pcr nope: expected N=HEX/],
+      [[], /--socket PATH is required/],
+      [['--bogus'], /Unknown option '--bogus'/],
+    ] as const) {
+      const r = runSync([...args]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/^nsm-simulator: ERR_USAGE: .*\n$/);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(message);
+    }
+  });
+
+  it('--version prints the package version', () => {
+    const r = runSync(['--version']);
+    expect(r.status).toBe(0);
+    const pkg = JSON.parse(readFileSync(resolve(import.meta.dirname, '../package.json'), 'utf8'));
+    expect(r.stdout).toBe(`${pkg.version}\n`);
   });
 });
