@@ -7,6 +7,25 @@ export {
   type RunAppOptions,
   runApp,
 } from './child.js';
+export {
+  type ClockConfig,
+  clockConfigSchema,
+  DEFAULT_TIME_PORT,
+  type TimeServiceConfig,
+  timeServiceSchema,
+} from './clock/config.js';
+export { bestEstimate, type OffsetEstimate, sampleOffset, type TimeSample } from './clock/math.js';
+export { type SystemClock, systemClock } from './clock/native.js';
+export { createTimeServer, type TimeServer, type TimeServerOptions } from './clock/server.js';
+export {
+  ClockSync,
+  type ClockSyncOptions,
+  type Measurement,
+  type MeasureOptions,
+  measureOffset,
+  type SyncResult,
+  startClockSync,
+} from './clock/sync.js';
 export { type EnclaveConfig, enclaveConfigSchema, enclaveNetworkSchema } from './config.js';
 export { RuntimeError, type RuntimeErrorCode, type RuntimeErrorOptions } from './errors.js';
 export {
@@ -17,11 +36,38 @@ export {
   updateHostsFile,
 } from './hosts.js';
 export {
+  DEFAULT_LOGS_PORT,
+  type LogServiceConfig,
+  type LogsConfig,
+  logServiceSchema,
+  logsConfigSchema,
+} from './logs/config.js';
+export {
+  LogForwarder,
+  type LogForwarderOptions,
+  type LogForwarderStats,
+  startLogForwarder,
+} from './logs/forwarder.js';
+export {
+  type DroppedRun,
+  type LogFrame,
+  LogFrameDecoder,
+  type LogStream,
+} from './logs/protocol.js';
+export {
+  createLogServer,
+  type EnclaveMetrics,
+  formatLogFrame,
+  type LogServer,
+  type LogServerOptions,
+} from './logs/server.js';
+export {
   isLoopbackV4,
   type LoopbackOptions,
   type LoopbackResult,
   setupLoopback,
 } from './network.js';
+export { mergePrometheus, type PrometheusSource } from './prometheus.js';
 export {
   loopbackAliases,
   type PrepareEnclaveOptions,
