@@ -1,0 +1,40 @@
+export {
+  encryptionSchema,
+  nfsOptionsSchema,
+  sizeSchema,
+  type VolumeConfig,
+  type VolumeConfigInput,
+  volumeRoutes,
+  volumeSchema,
+  volumesSchema,
+} from './config.js';
+export {
+  VOLUME_ERROR_CODES,
+  VolumeError,
+  type VolumeErrorCode,
+  type VolumeErrorOptions,
+} from './errors.js';
+export {
+  checkExports,
+  type ExportClient,
+  type ExportEntry,
+  type ExportFinding,
+  type NfsExportOptions,
+  nfsExportLine,
+  parseExports,
+} from './exports.js';
+export { type DataKeySource, type KmsDataKeysOptions, type KmsLike, kmsDataKeys } from './keys.js';
+export type { VolumeLogger } from './logger.js';
+export {
+  nfsMountOptionString,
+  probeNfs,
+  type WaitForServerOptions,
+  waitForNfsServer,
+} from './nfs.js';
+export {
+  type MountedVolume,
+  type MountedVolumes,
+  type MountVolumeOptions,
+  mountVolume,
+  mountVolumes,
+} from './volume.js';
