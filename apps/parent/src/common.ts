@@ -41,9 +41,11 @@ export function exitWithError(err: unknown, log?: pino.Logger): never {
   const e = err as { code?: unknown; message?: unknown };
   const code = typeof e?.code === 'string' ? e.code : undefined;
   const message = typeof e?.message === 'string' ? e.message : String(err);
-  log?.error({ code, err: message }, 'fatal');
+  const usage = code !== undefined && USAGE_CODES.has(code);
+  // a usage/config error is the one line below (it is about the command line, not the service)
+  if (!usage) log?.error({ code, err: message }, 'fatal');
   process.stderr.write(`ee-parent: ${code ? `${code}: ` : ''}${message}\n`);
-  process.exit(code && USAGE_CODES.has(code) ? 2 : 1);
+  process.exit(usage ? 2 : 1);
 }
 
 /**

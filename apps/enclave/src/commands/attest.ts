@@ -173,18 +173,6 @@ export function register(program: Command): void {
           return usage(cmd, `attest verify: --root ${f}: ${(err as Error).message}`);
         }
       });
-      if (flags.livePcrs) {
-        const nsm = await openNsm(cmd, flags.nsm);
-        try {
-          for (const i of pcrIndexes(bytes)) {
-            if (pcrs.has(i)) continue;
-            const live = await nsm.describePcr(i);
-            pcrs.set(i, toHex(live.data));
-          }
-        } finally {
-          await nsm.close();
-        }
-      }
       const policy: AttestationPolicy = {
         pcrs,
         allowDebug: flags.allowDebug,
@@ -199,6 +187,19 @@ export function register(program: Command): void {
       };
       if (flags.maxAge !== undefined && !(Number(flags.maxAge) > 0)) {
         usage(cmd, `attest verify: --max-age ${flags.maxAge} must be a positive number of seconds`);
+      }
+      // every flag is checked above: only now is the NSM opened (policy.pcrs is this same Map)
+      if (flags.livePcrs) {
+        const nsm = await openNsm(cmd, flags.nsm);
+        try {
+          for (const i of pcrIndexes(bytes)) {
+            if (pcrs.has(i)) continue;
+            const live = await nsm.describePcr(i);
+            pcrs.set(i, toHex(live.data));
+          }
+        } finally {
+          await nsm.close();
+        }
       }
       let verified: VerifiedAttestationDocument;
       try {

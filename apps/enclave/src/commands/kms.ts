@@ -25,7 +25,7 @@ import {
 import type { NsmClient } from '@enclave-extras/nsm';
 import { httpConnectDialer, strictPort } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
-import { collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
+import { checkNsmSource, collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
 
 const DATA_KEY_SPECS: ReadonlyArray<DataKeySpec> = ['AES_256', 'AES_128'];
 const DATA_KEY_PAIR_SPECS: ReadonlyArray<DataKeyPairSpec> = [
@@ -82,7 +82,11 @@ function common(cmd: Command, attested: boolean): Command {
       "parent:PORT (the parent's credentials relay over vsock) or env (the SDK default chain)",
       'env',
     )
-    .option('--output <format>', 'byte output: base64, hex or raw', 'base64')
+    .addOption(
+      new Option('--output <format>', 'byte output')
+        .choices(['base64', 'hex', 'raw'])
+        .default('base64'),
+    )
     .option('--out <file>', 'write the main byte output to this file instead of stdout')
     .option('--json', 'print every output field as JSON (bytes base64)', false);
   if (attested) {
@@ -102,6 +106,23 @@ function context(cmd: Command, entries: string[]): Record<string, string> | unde
     out[e.slice(0, i)] = e.slice(i + 1);
   }
   return out;
+}
+
+/** The usage checks of the common flags: all made before the NSM (or anything else) is opened. */
+function checkCommon(cmd: Command, flags: CommonFlags): void {
+  if (!flags.region) usage(cmd, 'kms: --region (or AWS_REGION) is required');
+  if (!['base64', 'hex', 'raw'].includes(flags.output))
+    usage(cmd, `kms: --output ${flags.output} must be base64, hex or raw`);
+  if (flags.credentials.startsWith('parent:')) {
+    if (strictPort(flags.credentials.slice('parent:'.length), 0xffffffff) === undefined)
+      usage(
+        cmd,
+        `kms: --credentials ${flags.credentials} must be parent:PORT (vsock port, decimal)`,
+      );
+  } else if (flags.credentials !== 'env') {
+    usage(cmd, `kms: --credentials ${flags.credentials} must be env or parent:PORT`);
+  }
+  if (flags.nsm !== undefined) checkNsmSource(cmd, flags.nsm);
 }
 
 async function client(
@@ -189,6 +210,7 @@ async function call<O>(
   attested: boolean,
   send: (c: KMSClient) => Promise<O>,
 ): Promise<O> {
+  checkCommon(cmd, flags);
   const nsm = attested && flags.attest ? await openNsm(cmd, flags.nsm) : undefined;
   try {
     const c = await client(cmd, flags, nsm);
@@ -400,6 +422,7 @@ export function register(program: Command): void {
       },
       cmd: Command,
     ) => {
+      checkCommon(cmd, flags);
       if (flags.policy && flags.policyFromNsm)
         usage(cmd, 'kms create-key: give --policy or --policy-from-nsm, not both');
       let policy: string | undefined;

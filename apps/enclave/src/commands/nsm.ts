@@ -5,6 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { NsmClient, NsmSimulator, socketTransport } from '@enclave-extras/nsm';
 import { type Command, Option } from 'commander';
+import { usageError } from '../usage.js';
 
 /** Environment variable with the default NSM source (e.g. `socket:/run/nsm.sock`). */
 export const NSM_ENV = 'ENCLAVE_EXTRAS_NSM';
@@ -13,9 +14,16 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Exits 2 with a usage error naming the flag. */
+/** Exits 2 with a usage error naming the flag: `ee-enclave: ERR_USAGE: <message>`. */
 export function usage(cmd: Command, message: string): never {
-  return cmd.error(`ee-enclave ${message}`, { exitCode: 2, code: 'ERR_USAGE' });
+  return usageError(cmd, 'ee-enclave', message);
+}
+
+/** Checks the --nsm source's syntax (before anything is opened). */
+export function checkNsmSource(cmd: Command, source: string): void {
+  if (source === 'device' || source === 'simulator') return;
+  if (/^(?:simulator|socket):./.test(source)) return;
+  usage(cmd, `--nsm ${source}: use device, simulator[:STATE_DIR] or socket:PATH`);
 }
 
 export function nsmOption(): Option {
@@ -69,6 +77,7 @@ export function defaultSimulatorDir(): string {
 
 /** Opens the NSM named by --nsm. */
 export async function openNsm(cmd: Command, source: string): Promise<NsmClient> {
+  checkNsmSource(cmd, source);
   if (source === 'device') return NsmClient.open();
   if (source === 'simulator' || source.startsWith('simulator:')) {
     const stateDir =

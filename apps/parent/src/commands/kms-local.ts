@@ -63,7 +63,7 @@ interface KmsLocalFlags {
 }
 
 function usage(cmd: Command, message: string, code = 'ERR_USAGE'): never {
-  return cmd.error(`ee-parent kms-local: ${code}: ${message}`, { exitCode: 2, code });
+  return cmd.error(`ee-parent: ${code}: ${message}`, { exitCode: 2, code });
 }
 
 /** Every block of a --root-pem file must be an X.509 certificate, and there must be one. */
