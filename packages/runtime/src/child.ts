@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import type { Readable } from 'node:stream';
 import { type Logger, silentLogger } from '@enclave-extras/proxy';
 import { errorCode, errorMessage, RuntimeError } from './errors.js';
 
@@ -25,6 +26,12 @@ export interface RunAppOptions {
   onSignal?: (signal: NodeJS.Signals) => void;
   /** Called synchronously with the app's pid right after it is spawned (before any event runs). */
   onSpawn?: (pid: number) => void;
+  /**
+   * When given, the app's stdout and stderr are pipes handed to this callback right after the
+   * spawn (ee-enclave ships them to the parent: `logs:`); the callback must read them to their
+   * end. Default: the app inherits this process's stdout and stderr.
+   */
+  onOutput?: (stdout: Readable, stderr: Readable) => void;
   logger?: Logger;
 }
 
@@ -59,7 +66,7 @@ export function runApp(options: RunAppOptions): Promise<AppExit> {
     let child: ChildProcess;
     try {
       child = spawn(options.command, [...(options.args ?? [])], {
-        stdio: 'inherit',
+        stdio: options.onOutput ? ['inherit', 'pipe', 'pipe'] : 'inherit',
         env: options.env ?? process.env,
         ...(options.cwd ? { cwd: options.cwd } : {}),
       });
@@ -68,6 +75,8 @@ export function runApp(options: RunAppOptions): Promise<AppExit> {
       return;
     }
     if (child.pid !== undefined) options.onSpawn?.(child.pid);
+    if (options.onOutput && child.stdout && child.stderr)
+      options.onOutput(child.stdout, child.stderr);
     const handlers = new Map<NodeJS.Signals, () => void>();
     const cleanup = () => {
       for (const [sig, h] of handlers) process.removeListener(sig, h);

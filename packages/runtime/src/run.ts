@@ -1,5 +1,5 @@
 import { type Logger, ProxyRuntime, silentLogger, type VsockOptions } from '@enclave-extras/proxy';
-import { type AppExit, exitStatus, proxyEnv, runApp } from './child.js';
+import { type AppExit, exitStatus, proxyEnv, type RunAppOptions, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
 import { errorMessage, RuntimeError } from './errors.js';
 import { updateHostsFile } from './hosts.js';
@@ -55,6 +55,8 @@ export interface RunEnclaveOptions extends PrepareEnclaveOptions {
   vsock?: VsockOptions;
   /** Called once every listener is up, before the app starts. */
   onReady?: (runtime: ProxyRuntime) => void;
+  /** The app's stdout and stderr as pipes (see RunAppOptions.onOutput); default inherited. */
+  onOutput?: RunAppOptions['onOutput'];
 }
 
 /**
@@ -141,6 +143,7 @@ export async function runEnclave(
       ...(options.args ? { args: options.args } : {}),
       env,
       logger: log,
+      ...(options.onOutput ? { onOutput: options.onOutput } : {}),
       onSpawn: (pid) => {
         appPid = pid;
       },

@@ -15,6 +15,7 @@ import {
   type LogServer,
   mergePrometheus,
   RuntimeError,
+  runApp,
   startLogForwarder,
 } from '../src/index.js';
 import { encodeHello, encodeRecord } from '../src/logs/protocol.js';
@@ -61,7 +62,11 @@ class Sink extends Writable {
     const take = () => {
       for (const l of chunk.toString('utf8').split('\n')) if (l) this.lines.push(JSON.parse(l));
       cb();
-      this.waiters = this.waiters.filter((w) => (w.test() ? (w.resolve(), false) : true));
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.test()) return true;
+        w.resolve();
+        return false;
+      });
     };
     if (this.stalled) this.held.push(take);
     else take();
@@ -99,7 +104,7 @@ async function serve(sink: Sink): Promise<LogServer> {
   return createLogServer({ port: nextPort++, transport: parentT, output: sink });
 }
 
-function runApp(errEvery = 0) {
+function startApp(errEvery = 0) {
   const child = spawn(process.execPath, ['-e', app(errEvery)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -118,7 +123,7 @@ describe('log shipping', () => {
       vsock: { transport: enclaveT },
       bufferBytes: 32 * 1024 * 1024,
     });
-    const { child, exited } = runApp(10_000);
+    const { child, exited } = startApp(10_000);
     fwd.attach('stdout', child.stdout);
     fwd.attach('stderr', child.stderr);
     expect(await exited).toBe(0);
@@ -154,7 +159,7 @@ describe('log shipping', () => {
     });
     await sink.until(() => sink.events('connected').length === 1);
     sink.stalled = true; // the parent stops writing, so it stops reading the enclave
-    const { child, exited } = runApp();
+    const { child, exited } = startApp();
     fwd.attach('stdout', child.stdout);
     fwd.attach('stderr', child.stderr);
     // the app ran to its end while nothing was read on the parent side: had the forwarder
@@ -180,18 +185,18 @@ describe('log shipping', () => {
     expect(dropped.reduce((n, d) => n + (d.streams?.stdout ?? 0), 0)).toBe(stats.dropped.stdout);
     // every stdout sequence number 1..N is either delivered (in order, with its own line) or
     // inside exactly one reported dropped run
-    const seen = new Uint8Array(N + 2);
+    const seen = new Array<number>(N + 2).fill(0);
     let last = 0;
     for (const l of got) {
       const s = l.seq as number;
       expect(s).toBeGreaterThan(last);
       last = s;
       expect(l.msg?.startsWith(`line ${s} `)).toBe(true);
-      seen[s]++;
+      seen[s] = (seen[s] ?? 0) + 1;
     }
     for (const d of dropped) {
       const [a, b] = d.seq as [number, number];
-      for (let s = a; s <= b; s++) seen[s]++;
+      for (let s = a; s <= b; s++) seen[s] = (seen[s] ?? 0) + 1;
     }
     for (let s = 1; s <= N; s++) if (seen[s] !== 1) expect.fail(`seq ${s} seen ${seen[s]} times`);
     expect((await import('../src/index.js')).mergePrometheus(server.prometheusSources())).toContain(
@@ -227,6 +232,37 @@ describe('log shipping', () => {
       count: before.dropped.runtime,
       seq: [before.records.runtime + 1, 1000],
     });
+  });
+
+  it("runApp({ onOutput }) hands the app's pipes to the forwarder and still returns its status", async () => {
+    const sink = new Sink();
+    const server = await serve(sink);
+    const fwd = startLogForwarder({
+      parent: { kind: 'vsock', cid: 3, port: server.port },
+      vsock: { transport: enclaveT },
+    });
+    const exit = await runApp({
+      command: process.execPath,
+      args: ['-e', "console.log('to stdout'); console.error('to stderr'); process.exit(3)"],
+      signals: [],
+      onOutput: (out, err) => {
+        fwd.attach('stdout', out);
+        fwd.attach('stderr', err);
+      },
+    });
+    expect(exit.status).toBe(3);
+    expect(await fwd.close({ timeoutMs: 30_000 })).toEqual({ flushed: true });
+    await sink.until(() => sink.events('disconnected').length === 1);
+    await server.close();
+    expect(
+      sink
+        .records()
+        .map((l) => [l.stream, l.msg])
+        .sort(),
+    ).toEqual([
+      ['stderr', 'to stderr'],
+      ['stdout', 'to stdout'],
+    ]);
   });
 
   it('cuts long lines into partial records and keeps a last line without newline', async () => {
