@@ -366,44 +366,15 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
       const { kind, req } = request;
       const target = formatHostPort(req.host, req.port);
       ctx.setTarget(target);
-      let upstream: ProxySocket | undefined;
+      let upstream: ProxySocket;
       try {
-        upstream = await withRetries(
-          () =>
-            dialEndpoint(parent, {
-              signal: ctx.signal,
-              timeoutMs: timeout,
-              ...(options.vsock ? { vsock: options.vsock } : {}),
-            }),
-          options.dialRetries,
-          ctx.signal,
-          () => {},
-        );
-        upstream.write(`${JSON.stringify({ v: 1, host: req.host, port: req.port })}\n`);
-        const r = new HandshakeReader(upstream, 'gateway reply', MAX_LINE, timeout, ctx.signal);
-        let line: Buffer;
-        try {
-          line = await r.until('\n');
-        } finally {
-          r.finish();
-        }
-        let answer: GatewayReply;
-        try {
-          answer = JSON.parse(line.toString('utf8')) as GatewayReply;
-        } catch {
-          throw protocolError(
-            `the parent ${describeEndpoint(parent)} answered something that is not JSON`,
-          );
-        }
-        if (!answer.ok) {
-          throw new ProxyError(
-            typeof answer.code === 'string' ? answer.code : 'ERR_PROXY_DIAL_FAILED',
-            `The parent gateway refused ${target}: ${String(answer.reason)}`,
-            { address: target, details: { reason: answer.reason, by: 'parent' } },
-          );
-        }
+        upstream = await openParentTunnel(parent, req, {
+          signal: ctx.signal,
+          timeoutMs: timeout,
+          ...(options.vsock ? { vsock: options.vsock } : {}),
+          ...(options.dialRetries ? { dialRetries: options.dialRetries } : {}),
+        });
       } catch (err) {
-        upstream?.destroy();
         const code = errorCode(err);
         const reason =
           err instanceof ProxyError && err.details?.by === 'parent'
@@ -427,6 +398,133 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
         client.unshift(request.head);
       }
       return upstream;
+    },
+  });
+}
+
+export interface ParentTunnelOptions {
+  signal?: AbortSignal;
+  /** Connect and answer deadline. Default 10 000 ms. */
+  timeoutMs?: number;
+  vsock?: VsockOptions;
+  /** Retries of the connection to the parent (never of a refusal). */
+  dialRetries?: DialRetries;
+}
+
+/**
+ * Opens one tunnel through the parent gateway server (`createEgressGatewayServer`) to host:port:
+ * sends the request line, waits for the answer, and returns the socket with raw bytes to follow.
+ * A refusal rejects with the parent's code (`ERR_PROXY_POLICY_DENIED` ...) and
+ * `details: { by: 'parent', reason }`; the socket is destroyed on any failure.
+ */
+export async function openParentTunnel(
+  parent: Endpoint | string,
+  target: { host: string; port: number },
+  options: ParentTunnelOptions = {},
+): Promise<ProxySocket> {
+  const ep = toEndpoint(parent);
+  const timeout = options.timeoutMs ?? 10_000;
+  const signal = options.signal ?? new AbortController().signal;
+  const where = formatHostPort(target.host, target.port);
+  let upstream: ProxySocket | undefined;
+  try {
+    upstream = await withRetries(
+      () =>
+        dialEndpoint(ep, {
+          timeoutMs: timeout,
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.vsock ? { vsock: options.vsock } : {}),
+        }),
+      options.dialRetries,
+      signal,
+      () => {},
+    );
+    upstream.write(`${JSON.stringify({ v: 1, host: target.host, port: target.port })}\n`);
+    const r = new HandshakeReader(upstream, 'gateway reply', MAX_LINE, timeout, signal);
+    let line: Buffer;
+    try {
+      line = await r.until('\n');
+    } finally {
+      r.finish();
+    }
+    let answer: GatewayReply;
+    try {
+      answer = JSON.parse(line.toString('utf8')) as GatewayReply;
+    } catch {
+      throw protocolError(`the parent ${describeEndpoint(ep)} answered something that is not JSON`);
+    }
+    if (!answer.ok) {
+      throw new ProxyError(
+        typeof answer.code === 'string' ? answer.code : 'ERR_PROXY_DIAL_FAILED',
+        `The parent gateway refused ${where}: ${String(answer.reason)}`,
+        { address: where, details: { reason: answer.reason, by: 'parent' } },
+      );
+    }
+    return upstream;
+  } catch (err) {
+    upstream?.destroy();
+    throw err;
+  }
+}
+
+/** Where a transparently redirected connection was going: `host` may be a name the app resolved. */
+export interface TransparentTarget {
+  host: string;
+  port: number;
+}
+
+export interface TransparentGatewayOptions extends RouteLimits {
+  name?: string;
+  /** The local listener the redirect rules send to, e.g. `tcp:127.0.0.1:15001`. */
+  listen: Endpoint | string;
+  /** The parent gateway server, normally `vsock:3:PORT` (the same one the proxy gateway uses). */
+  parent: Endpoint | string;
+  /**
+   * The destination the accepted connection was meant for. In the enclave runtime this reads
+   * SO_ORIGINAL_DST from the socket (and maps the address back to the name the app resolved).
+   * Throwing closes the connection with a reset.
+   */
+  target: (socket: ProxySocket) => TransparentTarget | Promise<TransparentTarget>;
+  logger?: Logger;
+  vsock?: VsockOptions;
+  connectTimeoutMs?: number;
+  dialRetries?: DialRetries;
+  metrics?: MetricsRegistry;
+}
+
+/**
+ * The enclave half of transparent egress: a listener for connections redirected to it (iptables
+ * REDIRECT), each forwarded through the parent gateway server to its original destination, so the
+ * parent's policy decides exactly as for the proxy gateway. The client speaks its own protocol
+ * from the first byte (no handshake); a refusal or an unreachable parent resets the connection.
+ */
+export function createTransparentGateway(options: TransparentGatewayOptions): Route {
+  const parent = toEndpoint(options.parent);
+  const timeout = options.connectTimeoutMs ?? 10_000;
+  return new Route({
+    name: options.name ?? 'transparent',
+    listen: options.listen,
+    connectTimeoutMs: timeout,
+    ...routeLimits(options),
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.vsock ? { vsock: options.vsock } : {}),
+    ...(options.metrics ? { metrics: options.metrics } : {}),
+    dialer: async (ctx) => {
+      try {
+        const target = await options.target(ctx.socket);
+        ctx.setTarget(formatHostPort(target.host, target.port));
+        return await openParentTunnel(parent, target, {
+          signal: ctx.signal,
+          timeoutMs: timeout,
+          ...(options.vsock ? { vsock: options.vsock } : {}),
+          ...(options.dialRetries ? { dialRetries: options.dialRetries } : {}),
+        });
+      } catch (err) {
+        // The app saw its connect() succeed: a reset is the closest thing to "refused".
+        const s = ctx.socket as Partial<net.Socket>;
+        if (typeof s.resetAndDestroy === 'function' && !ctx.socket.destroyed) s.resetAndDestroy();
+        throw err;
+      }
     },
   });
 }

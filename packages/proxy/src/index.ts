@@ -32,12 +32,17 @@ export { ProxyError, type ProxyErrorCode, type ProxyErrorOptions } from './error
 export {
   createEgressGateway,
   createEgressGatewayServer,
+  createTransparentGateway,
   type Dialer,
   type DialTarget,
   type EgressGatewayOptions,
   type EgressGatewayServerOptions,
   type HttpConnectDialerOptions,
   httpConnectDialer,
+  openParentTunnel,
+  type ParentTunnelOptions,
+  type TransparentGatewayOptions,
+  type TransparentTarget,
 } from './gateway.js';
 export {
   DEFAULT_FD_RESERVE,

@@ -26,7 +26,18 @@ export {
   type SyncResult,
   startClockSync,
 } from './clock/sync.js';
-export { type EnclaveConfig, enclaveConfigSchema, enclaveNetworkSchema } from './config.js';
+export {
+  type EnclaveConfig,
+  enclaveConfigSchema,
+  enclaveNetworkSchema,
+  transparentEgressSchema,
+} from './config.js';
+export {
+  type ExemptDestination,
+  installRedirectRules,
+  type RedirectRules,
+  type RedirectRulesOptions,
+} from './egress-rules.js';
 export { RuntimeError, type RuntimeErrorCode, type RuntimeErrorOptions } from './errors.js';
 export {
   type HostsEntry,
@@ -67,6 +78,7 @@ export {
   type LoopbackResult,
   setupLoopback,
 } from './network.js';
+export { type OriginalDestination, originalDestination } from './original-dst.js';
 export { mergePrometheus, type PrometheusSource } from './prometheus.js';
 export {
   loopbackAliases,
@@ -75,3 +87,9 @@ export {
   type RunEnclaveOptions,
   runEnclave,
 } from './run.js';
+export {
+  exemptDestinations,
+  startTransparentEgress,
+  type TransparentEgress,
+  type TransparentEgressOptions,
+} from './transparent.js';

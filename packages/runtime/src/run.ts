@@ -11,6 +11,7 @@ import {
   setChildSubreaper,
   startReaper,
 } from './reaper.js';
+import { startTransparentEgress, type TransparentEgress } from './transparent.js';
 
 /** The 127.0.0.x aliases a configuration needs: TCP listeners, gateway and hosts entries in 127/8. */
 export function loopbackAliases(config: EnclaveConfig): string[] {
@@ -53,6 +54,11 @@ export interface RunEnclaveOptions extends PrepareEnclaveOptions {
   /** The app's base environment (default process.env); proxy variables are added when the gateway is on. */
   env?: NodeJS.ProcessEnv;
   vsock?: VsockOptions;
+  /**
+   * With egress: transparent, the name the app resolved for an address (the DNS stub's memory),
+   * sent to the parent instead of the address so policy on names applies.
+   */
+  nameOf?: (address: string) => string | undefined;
   /** Called once every listener is up, before the app starts. */
   onReady?: (runtime: ProxyRuntime) => void;
   /** The app's stdout and stderr as pipes (see RunAppOptions.onOutput); default inherited. */
@@ -109,8 +115,29 @@ export async function runEnclave(
     reaping?.release();
     throw err;
   }
+  let transparent: TransparentEgress | undefined;
+  if (config.egress === 'transparent') {
+    if (options.skipNetwork ?? !config.network.setup) {
+      log.warn({}, 'egress: transparent needs network setup; skipped (network setup is off)');
+    } else {
+      try {
+        transparent = await startTransparentEgress(config, {
+          logger: log,
+          metrics: runtime.metrics,
+          ...(options.vsock ? { vsock: options.vsock } : {}),
+          ...(options.nameOf ? { nameOf: options.nameOf } : {}),
+        });
+      } catch (err) {
+        dropEarly();
+        await runtime.close({ drain: false });
+        reaping?.release();
+        throw err;
+      }
+    }
+  }
   if (early) {
     dropEarly();
+    await transparent?.close({ drain: false });
     await runtime.close({ drain: false });
     reaping?.release();
     return { status: exitStatus(null, early), code: null, signal: early };
@@ -152,6 +179,7 @@ export async function runEnclave(
     appPid = undefined;
   } finally {
     dropEarly();
+    await transparent?.close({ drain: true, timeoutMs: config.drainTimeoutMs });
     await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
     reaping?.release();
   }

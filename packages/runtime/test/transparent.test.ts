@@ -1,0 +1,217 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { enclaveConfigSchema, installRedirectRules, RuntimeError } from '../src/index.js';
+import { parseSockaddr } from '../src/original-dst.js';
+
+// Issue 15 item 1: transparent egress. Two network namespaces on this host (unshare -rn; this
+// machine's own iptables are never touched): the "parent" (upstream servers on 10.77.0.x and the
+// parent gateway server with the policy) and the "enclave" (only lo; runEnclave with
+// egress: transparent runs an app that does raw net.connect with a line protocol and a Postgres
+// startup handshake). They share only the vsock emulation directory (Unix sockets).
+const here = dirname(fileURLToPath(import.meta.url));
+const dist = join(here, '..', 'dist', 'index.js');
+const have = (cmd: string, args: string[]) => spawnSync(cmd, args).status === 0;
+const canRun =
+  process.platform === 'linux' &&
+  existsSync(dist) &&
+  have('unshare', ['-rn', 'true']) &&
+  have('unshare', ['-rn', 'iptables-legacy', '-w', '-t', 'nat', '-S']);
+if (!canRun) {
+  console.warn(
+    `[transparent.test] SKIPPED: need Linux, unshare -rn, iptables-legacy with the nat table (apt-get install iptables) and a built ${dist}`,
+  );
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'ee-transparent-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface Talk {
+  data: string;
+  error?: string;
+  closed?: boolean;
+}
+interface EnclaveResult {
+  exit: number;
+  nat: string;
+  routes: string;
+  app: { nat: string; line: Talk; pg: Talk; denied: Talk };
+  log: Array<Record<string, unknown>>;
+}
+
+/** Starts the parent namespace; resolves once its gateway listens. */
+function startParent(vsockDir: string) {
+  const child = spawn('unshare', ['-rn', process.execPath, join(here, 'ns', 'parent.child.mjs')], {
+    env: { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => {
+    const r = await lines.next();
+    if (r.done) throw new Error('the parent namespace exited early');
+    return JSON.parse(r.value) as Record<string, unknown>;
+  };
+  return {
+    ready: next(),
+    async stop(): Promise<{ line: number; pg: number; denied: number }> {
+      child.stdin.end();
+      return (await next()).counts as { line: number; pg: number; denied: number };
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+describe.skipIf(!canRun)('transparent egress in a network namespace', () => {
+  it('a proxy-unaware app reaches allowed non-HTTP servers through the parent; a denied one is reset and never reached; stale rules are replaced and every rule is gone after exit', async () => {
+    const dir = join(tmp, 'run1');
+    const vsockDir = join(dir, 'vsock');
+    mkdirSync(vsockDir, { recursive: true });
+    const parent = startParent(vsockDir);
+    try {
+      expect(await parent.ready).toEqual({ ready: true });
+      const r = spawnSync(
+        'unshare',
+        [
+          '-rn',
+          process.execPath,
+          join(here, 'ns', 'enclave.child.mjs'),
+          dir,
+          join(here, 'ns', 'app.mjs'),
+        ],
+        {
+          env: { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir },
+          encoding: 'utf8',
+          timeout: 60_000,
+        },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as EnclaveResult;
+      expect(out.exit).toBe(0);
+      // line protocol: the upstream saw the connection on its own address, through the parent
+      expect(out.app.line.error).toBeUndefined();
+      expect(out.app.line.data).toBe('WELCOME app via 10.77.0.5:7000\nping\n');
+      // Postgres startup: AuthenticationOk ... ReadyForQuery(idle)
+      expect(out.app.pg.error).toBeUndefined();
+      expect(out.app.pg.data.startsWith('R\0\0\0\x08\0\0\0\0')).toBe(true);
+      expect(out.app.pg.data).toContain('fake-16-for-alice');
+      expect(out.app.pg.data.endsWith('Z\0\0\0\x05I')).toBe(true);
+      // denied by the parent's policy: reset, no byte, and the upstream never saw it
+      expect(out.app.denied.data).toBe('');
+      expect(out.app.denied.error).toBe('ECONNRESET');
+      expect(out.log).toContainEqual(
+        expect.objectContaining({
+          msg: 'connection refused by policy',
+          route: 'transparent',
+          target: '10.77.0.7:7000',
+          code: 'ERR_PROXY_POLICY_DENIED',
+        }),
+      );
+      // while the app ran: exactly one jump (the stale one was replaced, not duplicated), and
+      // the fresh chain (no stale "-p tcp -j RETURN")
+      const jumps = out.app.nat.split('\n').filter((l) => l.startsWith('-A OUTPUT'));
+      expect(jumps).toEqual(['-A OUTPUT -p tcp -j EE_EGRESS']);
+      const chain = out.app.nat.split('\n').filter((l) => l.startsWith('-A EE_EGRESS'));
+      expect(chain).toEqual([
+        '-A EE_EGRESS -d 127.0.0.0/8 -j RETURN',
+        '-A EE_EGRESS -p tcp -j REDIRECT --to-ports 15001',
+      ]);
+      // after exit: no chain, no jump, no route added by the runtime
+      expect(out.nat).not.toMatch(/EE_EGRESS/);
+      expect(out.routes.trim()).toBe('');
+      const counts = await parent.stop();
+      expect(counts).toEqual({ line: 1, pg: 1, denied: 0 });
+    } finally {
+      parent.kill();
+    }
+  });
+
+  it('exempts the TCP destinations the runtime dials itself, and undoes everything when a rule fails', () => {
+    // Run installRedirectRules in a namespace through the built package; the second call uses
+    // an iptables wrapper that fails on the REDIRECT rule.
+    const script = `
+      import { execFileSync } from 'node:child_process';
+      import { writeFileSync, chmodSync } from 'node:fs';
+      import { installRedirectRules } from ${JSON.stringify(dist)};
+      const ipt = () => execFileSync('iptables-legacy', ['-w', '-t', 'nat', '-S'], { encoding: 'utf8' });
+      execFileSync('ip', ['link', 'set', 'lo', 'up']);
+      const rules = await installRedirectRules({ port: 15002, ipv6: false, defaultRoute: false,
+        exempt: [{ address: '10.1.2.3', port: 5000 }, { address: '2001:db8::1', port: 1 }], exclude: ['192.168.0.0/16'] });
+      const during = ipt();
+      await rules.remove();
+      await rules.remove();
+      const after = ipt();
+      const bad = ${JSON.stringify(join(tmp, 'bad-iptables'))};
+      writeFileSync(bad, '#!/bin/sh\\ncase "$*" in *REDIRECT*) echo "No chain/target/match by that name." >&2; exit 1;; esac\\nexec iptables-legacy "$@"\\n');
+      chmodSync(bad, 0o755);
+      let failure;
+      try { await installRedirectRules({ port: 15002, ipv6: false, iptables: bad }); } catch (e) { failure = { name: e.name, code: e.code, message: e.message }; }
+      const afterFailure = ipt();
+      const routes = execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' });
+      process.stdout.write(JSON.stringify({ during, after, failure, afterFailure, routes }));
+    `;
+    const r = spawnSync('unshare', ['-rn', process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout) as {
+      during: string;
+      after: string;
+      failure: { name: string; code: string; message: string };
+      afterFailure: string;
+      routes: string;
+    };
+    expect(o.during.split('\n').filter((l) => l.startsWith('-A EE_EGRESS'))).toEqual([
+      '-A EE_EGRESS -d 127.0.0.0/8 -j RETURN',
+      '-A EE_EGRESS -d 10.1.2.3/32 -p tcp -m tcp --dport 5000 -j RETURN',
+      '-A EE_EGRESS -d 192.168.0.0/16 -j RETURN',
+      '-A EE_EGRESS -p tcp -j REDIRECT --to-ports 15002',
+    ]);
+    expect(o.after).not.toMatch(/EE_EGRESS/);
+    expect(o.failure).toMatchObject({ name: 'RuntimeError', code: 'ERR_RUNTIME_EGRESS_SETUP' });
+    expect(o.failure.message).toMatch(/REDIRECT.*No chain\/target\/match/);
+    expect(o.afterFailure).not.toMatch(/EE_EGRESS/);
+    expect(o.routes.trim()).toBe('');
+  });
+});
+
+describe('transparent egress configuration', () => {
+  it('egress: transparent needs the egress gateway (its parent)', () => {
+    const r = enclaveConfigSchema.safeParse({ egress: 'transparent' });
+    expect(r.success).toBe(false);
+    expect(r.error?.issues[0]?.path).toEqual(['egress']);
+    const ok = enclaveConfigSchema.parse({
+      egress: 'transparent',
+      egressGateway: { listen: 'tcp:127.0.0.1:3128', parent: 'vsock:3:8080' },
+    });
+    expect(ok.transparent).toMatchObject({ port: 15001, chain: 'EE_EGRESS', ipv6: 'auto' });
+    expect(enclaveConfigSchema.parse({}).egress).toBe('proxy');
+  });
+
+  it('refuses a bad exclusion before touching anything', async () => {
+    await expect(
+      installRedirectRules({ port: 1, exclude: ['10.0.0.0/33'], iptables: '/nonexistent' }),
+    ).rejects.toBeInstanceOf(RuntimeError);
+    await expect(
+      installRedirectRules({ port: 1, chain: 'bad chain', iptables: '/nonexistent' }),
+    ).rejects.toMatchObject({ code: 'ERR_RUNTIME_EGRESS_SETUP' });
+  });
+
+  it('parses sockaddr_in and sockaddr_in6 as getsockopt returns them', () => {
+    const v4 = Buffer.alloc(16);
+    v4.writeUInt16LE(2, 0);
+    v4.writeUInt16BE(5432, 2);
+    Buffer.from([10, 77, 0, 6]).copy(v4, 4);
+    expect(parseSockaddr(v4, 16)).toEqual({ family: 4, address: '10.77.0.6', port: 5432 });
+    const v6 = Buffer.alloc(28);
+    v6.writeUInt16LE(10, 0);
+    v6.writeUInt16BE(443, 2);
+    Buffer.from('20010db8000000000000000000000001', 'hex').copy(v6, 8);
+    expect(parseSockaddr(v6, 28)).toEqual({ family: 6, address: '2001:db8::1', port: 443 });
+    expect(parseSockaddr(Buffer.alloc(16), 16)).toBeUndefined();
+  });
+});
