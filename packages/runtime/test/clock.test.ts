@@ -19,6 +19,7 @@ import {
   bestEstimate,
   clockConfigSchema,
   createTimeServer,
+  enclaveConfigSchema,
   measureOffset,
   RuntimeError,
   type SystemClock,
@@ -257,5 +258,9 @@ describe('ClockSync', () => {
     expect(c.parent).toEqual({ kind: 'vsock', cid: 3, port: 7100 });
     expect(c.required).toBe(true);
     expect(() => clockConfigSchema.parse({ requierd: true })).toThrow();
+    const e = enclaveConfigSchema.parse({ clock: { required: false }, logs: {} });
+    expect(e.clock?.required).toBe(false);
+    expect(e.logs?.parent).toEqual({ kind: 'vsock', cid: 3, port: 7101 });
+    expect(enclaveConfigSchema.parse({}).clock).toBeUndefined();
   });
 });
