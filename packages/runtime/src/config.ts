@@ -2,6 +2,7 @@ import {
   checkUniqueNames,
   egressGatewaySchema,
   namedEntries,
+  portSchema,
   routeSchema,
 } from '@enclave-extras/proxy';
 import { z } from 'zod';
@@ -23,6 +24,24 @@ export const enclaveNetworkSchema = z.strictObject({
   hostsFile: z.string().min(1).default('/etc/hosts'),
 });
 
+/** `transparent:` of enclave.yaml: how `egress: transparent` redirects the app's TCP. */
+export const transparentEgressSchema = z.strictObject({
+  /** The local listener's port (127.0.0.1 and ::1) the REDIRECT rules send to. */
+  port: portSchema.default(15001),
+  /** The nat chain this runtime owns; replaced on start, removed on exit. */
+  chain: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9_-]{0,27}$/, 'letters, digits, _ and -, at most 28')
+    .default('EE_EGRESS'),
+  /** IPv6 too: `auto` (when ip6tables and the IPv6 nat table work), true (required) or false. */
+  ipv6: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+  /** Destinations (IP or CIDR) never redirected. */
+  exclude: z.array(z.string().min(1)).default([]),
+  /** iptables / ip6tables binaries (default: the -legacy variants when installed). */
+  iptables: z.string().min(1).optional(),
+  ip6tables: z.string().min(1).optional(),
+});
+
 /**
  * enclave.yaml: the enclave entrypoint's configuration. `routes` carry TCP->vsock (vscproxy:
  * `listen: tcp:127.0.0.2:443`, `dial: vsock:3:8000`) and vsock->TCP inbound routes;
@@ -38,6 +57,18 @@ export const enclaveConfigSchema = z
     }),
     routes: z.array(routeSchema).default([]),
     egressGateway: egressGatewaySchema.optional(),
+    /**
+     * `proxy` (default): apps reach the parent through the gateway's proxy variables. `transparent`:
+     * also every outbound TCP connection of the app is redirected (legacy iptables nat REDIRECT) to a
+     * local listener and carried to `egressGateway.parent`, whose policy decides; needs egressGateway.
+     */
+    egress: z.enum(['proxy', 'transparent']).default('proxy'),
+    transparent: transparentEgressSchema.default({
+      port: 15001,
+      chain: 'EE_EGRESS',
+      ipv6: 'auto',
+      exclude: [],
+    }),
     /** Set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY for the app when the gateway is on (default true). */
     proxyEnv: z.boolean().default(true),
     /** Extra NO_PROXY entries (localhost and 127.0.0.0/8 are always in). */
@@ -56,6 +87,16 @@ export const enclaveConfigSchema = z
     /** Ship the app's stdout/stderr and ee-enclave's log to ee-parent (`logs:` in parent.yaml). */
     logs: logsConfigSchema.optional(),
   })
-  .superRefine((c, ctx) => checkUniqueNames(ctx, namedEntries(c)));
+  .superRefine((c, ctx) => {
+    checkUniqueNames(ctx, namedEntries(c));
+    if (c.egress === 'transparent' && !c.egressGateway) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['egress'],
+        message:
+          'egress: transparent forwards through the parent gateway: add egressGateway: { listen: "tcp:127.0.0.1:3128", parent: "vsock:3:8080" }',
+      });
+    }
+  });
 
 export type EnclaveConfig = z.output<typeof enclaveConfigSchema>;
