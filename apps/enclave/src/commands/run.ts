@@ -9,6 +9,7 @@ import {
   runtimeOptions,
   UsageError,
 } from '../common.js';
+import { startTelemetry } from '../telemetry.js';
 
 interface RunOptions {
   config: string;
@@ -49,13 +50,16 @@ export function register(program: Command): void {
         if (!app) throw new UsageError('Name the app to run after "--".');
         const config = await loadConfigFile(opts.config, enclaveConfigSchema);
         if (opts.hostsFile) config.network.hostsFile = opts.hostsFile;
-        const logger = log;
+        const telemetry = await startTelemetry(config, opts.logLevel, log);
+        const logger = telemetry.logger;
         const exit = await runEnclave(config, {
           command: app,
           args,
           logger,
           skipNetwork: !opts.networkSetup || !config.network.setup,
-          onReady: (runtime) =>
+          ...(telemetry.onOutput ? { onOutput: telemetry.onOutput } : {}),
+          onReady: (runtime) => {
+            telemetry.onReady(runtime);
             logger.info(
               {
                 routes: runtime
@@ -63,8 +67,10 @@ export function register(program: Command): void {
                   .map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
               },
               'ready',
-            ),
+            );
+          },
         });
+        await telemetry.close();
         process.exit(exit.status);
       } catch (err) {
         exitWithError(err, log);
