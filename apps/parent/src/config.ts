@@ -5,6 +5,7 @@ import {
   namedEntries,
   routeSchema,
 } from '@enclave-extras/proxy';
+import { logServiceSchema, timeServiceSchema } from '@enclave-extras/runtime';
 import { z } from 'zod';
 
 /** parent.yaml: everything `ee-parent run` serves. */
@@ -22,12 +23,16 @@ export const parentConfigSchema = z
     routes: z.array(routeSchema).default([]),
     /** The parent half of the egress gateway (vsock listener enforcing `policy`). */
     egressGateway: egressGatewayServerSchema.optional(),
+    /** Serve this machine's clock to enclaves (their `clock:`), on vsock port 7100 by default. */
+    time: timeServiceSchema.optional(),
+    /** Receive enclave logs (their `logs:`) and write them as JSON lines; their metrics join /metrics. */
+    logs: logServiceSchema.optional(),
     /** How long connections may finish on SIGTERM or when a reload removes their route (ms). */
     drainTimeoutMs: z.number().int().nonnegative().default(30_000),
   })
   .superRefine((c, ctx) => {
     checkUniqueNames(ctx, namedEntries(c));
-    if (c.routes.length === 0 && !c.egressGateway) {
+    if (c.routes.length === 0 && !c.egressGateway && !c.time && !c.logs) {
       ctx.addIssue({
         code: 'custom',
         path: [],

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { ProxyRuntime, TcpEndpoint } from '@enclave-extras/proxy';
+import { mergePrometheus, type PrometheusSource } from '@enclave-extras/runtime';
 
 export interface MetricsServer {
   port: number;
@@ -30,6 +31,8 @@ export async function startMetricsServer(
   runtime: ProxyRuntime,
   listen: TcpEndpoint,
   health: HealthSource,
+  /** More metrics for the page: the time and log services, and the enclaves' pushed metrics. */
+  extra?: () => PrometheusSource[],
 ): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -39,7 +42,11 @@ export async function startMetricsServer(
     }
     if (path === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(runtime.metricsText());
+      res.end(
+        extra
+          ? mergePrometheus([{ text: runtime.metricsText() }, ...extra()])
+          : runtime.metricsText(),
+      );
       return;
     }
     if (path === '/healthz') {

@@ -1,10 +1,21 @@
 // ee-parent run --config parent.yaml: every parent-side route of a deployment, reloadable.
+
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
 import {
   describeEndpoint,
   loadConfigFile,
   ProxyRuntime,
   type RuntimeConfig,
+  VMADDR_CID_ANY,
 } from '@enclave-extras/proxy';
+import {
+  createLogServer,
+  createTimeServer,
+  type LogServer,
+  type PrometheusSource,
+  type TimeServer,
+} from '@enclave-extras/runtime';
 import type { Command } from 'commander';
 import { applyVsockDir, createLogger, exitWithError, runtimeOptions } from '../common.js';
 import { type ParentConfig, parentConfigSchema } from '../config.js';
@@ -54,15 +65,37 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
   let draining = false;
   let lastReload: ReloadState | undefined;
   let metrics: MetricsServer | undefined;
+  let time: TimeServer | undefined;
+  let logs: LogServer | undefined;
+  let logOutput: Writable | undefined;
+  const closeServices = async () => {
+    await time?.close();
+    await logs?.close();
+    if (logOutput && logOutput !== process.stdout) logOutput.end();
+  };
   try {
     await runtime.apply(runtimeConfig(config));
+    ({ time, logs, logOutput } = await startServices(config, log));
+    const t = time;
+    const l = logs;
     if (config.metrics && config.metrics.listen.kind === 'tcp') {
-      metrics = await startMetricsServer(runtime, config.metrics.listen, {
-        isDraining: () => draining,
-        lastReload: () => lastReload,
-      });
+      metrics = await startMetricsServer(
+        runtime,
+        config.metrics.listen,
+        {
+          isDraining: () => draining,
+          lastReload: () => lastReload,
+        },
+        t || l
+          ? (): PrometheusSource[] => [
+              ...(t ? [{ text: t.metricsText() }] : []),
+              ...(l ? l.prometheusSources() : []),
+            ]
+          : undefined,
+      );
     }
   } catch (err) {
+    await closeServices();
     await runtime.close({ drain: false });
     throw err;
   }
@@ -73,6 +106,11 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
       .then(async (next) => {
         if (JSON.stringify(next.metrics) !== JSON.stringify(config.metrics)) {
           log.warn({}, 'metrics.listen changed: it takes effect on restart');
+        }
+        for (const k of ['time', 'logs'] as const) {
+          if (JSON.stringify(next[k]) !== JSON.stringify(config[k])) {
+            log.warn({}, `${k}: changed: it takes effect on restart`);
+          }
         }
         // All or nothing: on a listen failure the previous routes keep listening.
         const result = await runtime.apply(runtimeConfig(next));
@@ -105,6 +143,7 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
     log.info({ signal, timeoutMs: config.drainTimeoutMs }, 'draining');
     runtime
       .close({ drain: true, timeoutMs: config.drainTimeoutMs })
+      .then(() => closeServices())
       .then(() => metrics?.close())
       .then(() => {
         log.info({}, 'drained, exiting');
@@ -119,7 +158,53 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
     {
       routes: runtime.routes().map((r) => ({ name: r.name, listen: describeEndpoint(r.endpoint) })),
       ...(metrics ? { metricsPort: metrics.port } : {}),
+      ...(time ? { timePort: time.port } : {}),
+      ...(logs ? { logsPort: logs.port } : {}),
     },
     'ready',
   );
+}
+
+/** The time service (`time:`) and the log service (`logs:`, JSON lines to stdout or a file). */
+async function startServices(
+  config: ParentConfig,
+  log: ReturnType<typeof createLogger>,
+): Promise<{ time?: TimeServer; logs?: LogServer; logOutput?: Writable }> {
+  const out: { time?: TimeServer; logs?: LogServer; logOutput?: Writable } = {};
+  try {
+    if (config.time && config.time.listen.kind === 'vsock') {
+      out.time = await createTimeServer({
+        port: config.time.listen.port,
+        ...(config.time.listen.cid !== VMADDR_CID_ANY ? { cid: config.time.listen.cid } : {}),
+        maxConnections: config.time.maxConnections,
+        logger: log,
+      });
+    }
+    if (config.logs && config.logs.listen.kind === 'vsock') {
+      const output: Writable =
+        config.logs.output === '-'
+          ? process.stdout
+          : createWriteStream(config.logs.output, { flags: 'a' });
+      out.logOutput = output;
+      if (output !== process.stdout) {
+        await new Promise<void>((resolve, reject) => {
+          output.once('open', () => resolve());
+          output.once('error', reject);
+        });
+      }
+      out.logs = await createLogServer({
+        port: config.logs.listen.port,
+        ...(config.logs.listen.cid !== VMADDR_CID_ANY ? { cid: config.logs.listen.cid } : {}),
+        output,
+        maxConnections: config.logs.maxConnections,
+        logger: log,
+      });
+    }
+    return out;
+  } catch (err) {
+    await out.time?.close();
+    await out.logs?.close();
+    if (out.logOutput && out.logOutput !== process.stdout) out.logOutput.end();
+    throw err;
+  }
 }
