@@ -97,12 +97,27 @@ export interface VsockDialerOptions {
   tls?: tls.ConnectionOptions;
 }
 
-/** What undici passes to its `connect` function (the fields the dialer reads). */
+/**
+ * What undici (`buildConnector.Options`) and node:http (`ClientRequestArgs`) pass to a connect
+ * function: only `protocol`, `hostname` and `servername` are read. Every field takes `null` and
+ * `undefined` so both shapes are accepted in strict mode (with `exactOptionalPropertyTypes`).
+ */
 export interface DialRequest {
-  protocol?: string;
-  hostname?: string;
-  servername?: string | null;
+  protocol?: string | null | undefined;
+  hostname?: string | null | undefined;
+  servername?: string | null | undefined;
 }
+
+/** The socket a dialer hands out: the vsock stream, or TLS over it for `https:` origins. */
+export type DialedSocket = VsockSocket | tls.TLSSocket;
+
+/** undici's connect callback (`buildConnector.Callback`): `(null, socket)` or `(err, null)`. */
+export type UndiciConnectCallback = (
+  ...args: [err: null, socket: DialedSocket] | [err: Error, socket: null]
+) => void;
+
+/** node:http's `createConnection` callback (`oncreate`). */
+export type HttpConnectCallback = (err: Error | null, socket: DialedSocket) => void;
 
 /**
  * A dial function with three uses:
@@ -112,12 +127,12 @@ export interface DialRequest {
  * - the toolkit's Dialer seam: `await dialer.dial()` resolves once connected.
  */
 export interface VsockDialer {
-  (
-    request?: DialRequest,
-    cb?: (err: Error | null, socket?: VsockSocket | tls.TLSSocket) => void,
-  ): VsockSocket | tls.TLSSocket;
+  /** undici's `connect` option. */
+  (request: DialRequest, cb: UndiciConnectCallback): DialedSocket;
+  /** node:http's `createConnection` (request option or Agent method); or a bare call. */
+  (request?: DialRequest, cb?: HttpConnectCallback): DialedSocket;
   /** Connects and resolves with the socket once 'connect' fired. */
-  dial(options?: { signal?: AbortSignal }): Promise<VsockSocket>;
+  dial(options?: { signal?: AbortSignal | undefined }): Promise<VsockSocket>;
 }
 
 /** Builds a {@link VsockDialer} to one vsock address. */
@@ -136,10 +151,10 @@ export function vsockDialer(options: VsockDialerOptions): VsockDialer {
   asImpl(base.transport, 'options.transport');
   const dialer = ((
     request?: DialRequest,
-    cb?: (err: Error | null, socket?: VsockSocket | tls.TLSSocket) => void,
+    cb?: (err: Error | null, socket: DialedSocket | null) => void,
   ) => {
     const raw = connect(base);
-    let socket: VsockSocket | tls.TLSSocket = raw;
+    let socket: DialedSocket = raw;
     let readyEvent = 'connect';
     if (request?.protocol === 'https:') {
       const servername = options.tls?.servername ?? request.servername ?? request.hostname;
@@ -158,7 +173,7 @@ export function vsockDialer(options: VsockDialerOptions): VsockDialer {
       };
       const onError = (err: Error) => {
         s.off(readyEvent, onReady);
-        cb(err);
+        cb(err, null);
       };
       s.once(readyEvent, onReady);
       s.once('error', onError);

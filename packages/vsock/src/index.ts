@@ -2,8 +2,11 @@ export { formatVsockAddress, parseVsockAddress, type VsockAddress } from './addr
 export {
   connect,
   createConnection,
+  type DialedSocket,
   type DialRequest,
+  type HttpConnectCallback,
   localCid,
+  type UndiciConnectCallback,
   type VsockConnectOptions,
   type VsockDialer,
   type VsockDialerOptions,

@@ -37,8 +37,8 @@ export class VsockSocket extends net.Socket {
   declare readonly remotePort: number | undefined;
   /** CID of this end (undefined until connected). */
   declare readonly localCid: number | undefined;
-  /** Port of this end (undefined until connected). */
-  declare readonly localPort: number | undefined;
+  /** Port of this end (undefined until connected; optional as in `net.Socket`). */
+  declare readonly localPort?: number;
   /** `'kernel'` for AF_VSOCK, `'emulated'` for the Unix-socket emulation. */
   readonly transportKind: TransportKind;
   /** @internal */
