@@ -19,6 +19,25 @@ export {
   routeSchema,
 } from './config.js';
 export {
+  buildDnsError,
+  buildDnsResponse,
+  DNS_TYPE_A,
+  DNS_TYPE_AAAA,
+  type DnsAnswer,
+  type DnsQuestion,
+  DnsRcode,
+  type DnsRecord,
+  dnsMessageId,
+  parseDnsQuery,
+  parseDnsResponse,
+} from './dns-message.js';
+export {
+  createDnsService,
+  type DnsService,
+  type DnsServiceOptions,
+  type DnsServiceStats,
+} from './dns-service.js';
+export {
   describeEndpoint,
   type Endpoint,
   formatEndpoint,

@@ -286,6 +286,40 @@ export class Policy {
   }
 
   /**
+   * The check a DNS query for `host` gets (no port is known yet): refused when a deny name rule
+   * covering every port matches it, or when no allow rule, on any port, could allow the name
+   * (IP/CIDR rules allow names only with addressRulesAllowNames). Such a name is answered REFUSED
+   * without reaching a resolver; undefined means the name may be resolved.
+   */
+  precheckName(host: string): PolicyDecision | undefined {
+    const name = normalizeHost(host);
+    if (name.length === 0 || parseNumericHost(name)) {
+      return { allowed: false, code: DENIED, reason: `"${host}" is not a host name` };
+    }
+    for (const r of this.denyRules) {
+      if (r.host && r.ports === 'any' && hostMatches(r, name)) {
+        return {
+          allowed: false,
+          code: DENIED,
+          reason: `host ${name} matches deny rule "${r.text}"`,
+          rule: r.text,
+        };
+      }
+    }
+    const couldAllow = this.allowRules.some(
+      (r) => hostMatches(r, name) || (this.addressRulesAllowNames && r.cidr !== undefined),
+    );
+    if (!couldAllow) {
+      return {
+        allowed: false,
+        code: DENIED,
+        reason: `no allow rule could allow ${name} on any port`,
+      };
+    }
+    return undefined;
+  }
+
+  /**
    * Checks one address that would be dialled for `host` (undefined when an IP literal was asked).
    * The address is canonicalised first (canonicalAddress): an IPv4-mapped, IPv4-compatible or
    * NAT64 spelling is decided as the IPv4 address it embeds (a NAT64 address is also matched as

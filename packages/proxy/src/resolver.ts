@@ -29,6 +29,8 @@ export interface ResolveOptions {
 /** Resolves a host name to the addresses to try, in order. */
 export interface Resolver {
   resolve(host: string, options?: ResolveOptions): Promise<ResolvedAddress[]>;
+  /** How long the cached answer for `host` stays valid (ms); undefined when not cached. Optional. */
+  remainingTtlMs?(host: string): number | undefined;
 }
 
 /** The DNS limits a route or gateway config can set (`dns:` in YAML). */
@@ -330,6 +332,11 @@ export function createResolver(options: ResolverOptions = {}): Resolver {
     });
 
   return {
+    remainingTtlMs(host: string): number | undefined {
+      const hit = cache.get(host.toLowerCase());
+      const left = hit ? hit.expires - now() : 0;
+      return left > 0 ? left : undefined;
+    },
     async resolve(host: string, opts: ResolveOptions = {}): Promise<ResolvedAddress[]> {
       // numeric hosts as getaddrinfo reads them (`0x7f.1`, `2130706433`) are never DNS queries
       const ip = parseNumericHost(host);

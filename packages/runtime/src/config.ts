@@ -1,6 +1,7 @@
 import {
   checkUniqueNames,
   egressGatewaySchema,
+  endpointSchema,
   namedEntries,
   portSchema,
   routeSchema,
@@ -42,6 +43,19 @@ export const transparentEgressSchema = z.strictObject({
   ip6tables: z.string().min(1).optional(),
 });
 
+/** `dns:` of enclave.yaml: the DNS stub on 127.0.0.1:53 that asks the parent's DNS service. */
+export const enclaveDnsSchema = z.strictObject({
+  /** The parent DNS service (ee-parent's `dns.listen`), normally vsock:3:8053. */
+  parent: endpointSchema,
+  /** The stub's address (UDP and TCP); resolv.conf points here. */
+  listen: z.union([z.ipv4(), z.ipv6()]).default('127.0.0.1'),
+  port: portSchema.default(53),
+  /** The resolv.conf to point at the stub (restored on exit). */
+  resolvConf: z.string().min(1).default('/etc/resolv.conf'),
+  /** Deadline of one question to the parent (ms). */
+  timeoutMs: z.number().int().positive().default(5_000),
+});
+
 /**
  * enclave.yaml: the enclave entrypoint's configuration. `routes` carry TCP->vsock (vscproxy:
  * `listen: tcp:127.0.0.2:443`, `dial: vsock:3:8000`) and vsock->TCP inbound routes;
@@ -63,6 +77,11 @@ export const enclaveConfigSchema = z
      * local listener and carried to `egressGateway.parent`, whose policy decides; needs egressGateway.
      */
     egress: z.enum(['proxy', 'transparent']).default('proxy'),
+    /**
+     * The DNS stub (optional): apps resolve through the parent under its policy, and transparent
+     * egress sends the parent the name the app resolved instead of the address.
+     */
+    dns: enclaveDnsSchema.optional(),
     transparent: transparentEgressSchema.default({
       port: 15001,
       chain: 'EE_EGRESS',

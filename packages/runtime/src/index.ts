@@ -29,9 +29,18 @@ export {
 export {
   type EnclaveConfig,
   enclaveConfigSchema,
+  enclaveDnsSchema,
   enclaveNetworkSchema,
   transparentEgressSchema,
 } from './config.js';
+export {
+  type DnsStub,
+  type DnsStubOptions,
+  type DnsStubStats,
+  type ResolvConfResult,
+  startDnsStub,
+  writeResolvConf,
+} from './dns-stub.js';
 export {
   type ExemptDestination,
   installRedirectRules,

@@ -1,6 +1,7 @@
 import { type Logger, ProxyRuntime, silentLogger, type VsockOptions } from '@enclave-extras/proxy';
 import { type AppExit, exitStatus, proxyEnv, type RunAppOptions, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
+import { type DnsStub, type ResolvConfResult, startDnsStub, writeResolvConf } from './dns-stub.js';
 import { errorMessage, RuntimeError } from './errors.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
@@ -115,6 +116,25 @@ export async function runEnclave(
     reaping?.release();
     throw err;
   }
+  let dns: { stub: DnsStub; resolvConf: ResolvConfResult } | undefined;
+  const networkOn = !(options.skipNetwork ?? !config.network.setup);
+  if (config.dns && !networkOn) {
+    log.warn({}, 'dns: the stub needs network setup; skipped (network setup is off)');
+  } else if (config.dns) {
+    try {
+      dns = await startDns(config.dns, options, log);
+    } catch (err) {
+      dropEarly();
+      await runtime.close({ drain: false });
+      reaping?.release();
+      throw err;
+    }
+  }
+  const stopDns = async () => {
+    await dns?.resolvConf.restore();
+    await dns?.stub.close();
+  };
+  const nameOf = options.nameOf ?? (dns ? (a: string) => dns?.stub.nameOf(a) : undefined);
   let transparent: TransparentEgress | undefined;
   if (config.egress === 'transparent') {
     if (options.skipNetwork ?? !config.network.setup) {
@@ -125,10 +145,11 @@ export async function runEnclave(
           logger: log,
           metrics: runtime.metrics,
           ...(options.vsock ? { vsock: options.vsock } : {}),
-          ...(options.nameOf ? { nameOf: options.nameOf } : {}),
+          ...(nameOf ? { nameOf } : {}),
         });
       } catch (err) {
         dropEarly();
+        await stopDns();
         await runtime.close({ drain: false });
         reaping?.release();
         throw err;
@@ -138,6 +159,7 @@ export async function runEnclave(
   if (early) {
     dropEarly();
     await transparent?.close({ drain: false });
+    await stopDns();
     await runtime.close({ drain: false });
     reaping?.release();
     return { status: exitStatus(null, early), code: null, signal: early };
@@ -180,10 +202,40 @@ export async function runEnclave(
   } finally {
     dropEarly();
     await transparent?.close({ drain: true, timeoutMs: config.drainTimeoutMs });
+    await stopDns();
     await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
     reaping?.release();
   }
   return exit;
+}
+
+async function startDns(
+  dns: NonNullable<EnclaveConfig['dns']>,
+  options: RunEnclaveOptions,
+  log: Logger,
+): Promise<{ stub: DnsStub; resolvConf: ResolvConfResult }> {
+  const stub = await startDnsStub({
+    parent: dns.parent,
+    host: dns.listen,
+    port: dns.port,
+    timeoutMs: dns.timeoutMs,
+    logger: log,
+    ...(options.vsock ? { vsock: options.vsock } : {}),
+  });
+  try {
+    if (stub.port !== 53) {
+      log.warn({ port: stub.port }, 'dns stub not on port 53: resolv.conf cannot name the port');
+    }
+    const resolvConf = await writeResolvConf(dns.resolvConf, dns.listen);
+    log.info(
+      { path: dns.resolvConf, nameserver: dns.listen },
+      'resolv.conf points at the dns stub',
+    );
+    return { stub, resolvConf };
+  } catch (err) {
+    await stub.close();
+    throw err;
+  }
 }
 
 interface Reaping {

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -19,7 +19,7 @@ const have = (cmd: string, args: string[]) => spawnSync(cmd, args).status === 0;
 const canRun =
   process.platform === 'linux' &&
   existsSync(dist) &&
-  have('unshare', ['-rn', 'true']) &&
+  have('unshare', ['-rnm', 'true']) &&
   have('unshare', ['-rn', 'iptables-legacy', '-w', '-t', 'nat', '-S']);
 if (!canRun) {
   console.warn(
@@ -43,12 +43,41 @@ interface EnclaveResult {
   log: Array<Record<string, unknown>>;
 }
 
-/** Starts the parent namespace; resolves once its gateway listens. */
-function startParent(vsockDir: string) {
-  const child = spawn('unshare', ['-rn', process.execPath, join(here, 'ns', 'parent.child.mjs')], {
-    env: { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+/** `unshare -rnm` running argv after bind-mounting test files over /etc/resolv.conf and /etc/hosts. */
+function inNamespace(dir: string, resolvConf: string, argv: string[]): string[] {
+  const resolv = join(dir, `resolv-${Math.random().toString(36).slice(2)}`);
+  const hosts = join(dir, 'hosts0');
+  writeFileSync(resolv, resolvConf);
+  writeFileSync(hosts, '127.0.0.1 localhost\n');
+  const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+  return [
+    '-rnm',
+    'sh',
+    '-c',
+    `mount --bind ${q(resolv)} /etc/resolv.conf && mount --bind ${q(hosts)} /etc/hosts && exec ${argv.map(q).join(' ')}`,
+  ];
+}
+
+interface ParentCounts {
+  counts: { line: number; pg: number; denied: number; named: number };
+  upstreamAsked: Record<string, number>;
+  resolverAsked: Record<string, number>;
+  dns: { queries: number; refused: number; resolved: number };
+}
+
+/** Starts the parent namespace; resolves once its gateway and DNS service listen. */
+function startParent(dir: string, vsockDir: string) {
+  const child = spawn(
+    'unshare',
+    inNamespace(dir, 'nameserver 10.77.0.53\n', [
+      process.execPath,
+      join(here, 'ns', 'parent.child.mjs'),
+    ]),
+    {
+      env: { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const next = async (): Promise<Record<string, unknown>> => {
     const r = await lines.next();
@@ -57,9 +86,9 @@ function startParent(vsockDir: string) {
   };
   return {
     ready: next(),
-    async stop(): Promise<{ line: number; pg: number; denied: number }> {
+    async stop(): Promise<ParentCounts> {
       child.stdin.end();
-      return (await next()).counts as { line: number; pg: number; denied: number };
+      return (await next()) as unknown as ParentCounts;
     },
     kill: () => child.kill('SIGKILL'),
   };
@@ -70,7 +99,7 @@ describe.skipIf(!canRun)('transparent egress in a network namespace', () => {
     const dir = join(tmp, 'run1');
     const vsockDir = join(dir, 'vsock');
     mkdirSync(vsockDir, { recursive: true });
-    const parent = startParent(vsockDir);
+    const parent = startParent(dir, vsockDir);
     try {
       expect(await parent.ready).toEqual({ ready: true });
       const r = spawnSync(
@@ -123,7 +152,87 @@ describe.skipIf(!canRun)('transparent egress in a network namespace', () => {
       expect(out.nat).not.toMatch(/EE_EGRESS/);
       expect(out.routes.trim()).toBe('');
       const counts = await parent.stop();
-      expect(counts).toEqual({ line: 1, pg: 1, denied: 0 });
+      expect(counts.counts).toEqual({ line: 1, pg: 1, denied: 0, named: 0 });
+    } finally {
+      parent.kill();
+    }
+  });
+
+  it('DNS: the stub answers over UDP and TCP through the parent under its policy, caches by TTL, and the transparent path sends the name the app resolved', async () => {
+    const dir = join(tmp, 'run-dns');
+    const vsockDir = join(dir, 'vsock');
+    mkdirSync(vsockDir, { recursive: true });
+    const parent = startParent(dir, vsockDir);
+    try {
+      expect(await parent.ready).toEqual({ ready: true });
+      const r = spawnSync(
+        'unshare',
+        inNamespace(dir, 'nameserver 192.0.2.1\n', [
+          process.execPath,
+          join(here, 'ns', 'enclave.child.mjs'),
+          dir,
+          join(here, 'ns', 'dns-app.mjs'),
+          'dns',
+        ]),
+        {
+          env: { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir },
+          encoding: 'utf8',
+          timeout: 90_000,
+        },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as {
+        exit: number;
+        resolvConf: string;
+        app: Record<
+          string,
+          {
+            rcode?: number;
+            answers?: Array<{ ttl: number; address: string }>;
+            addresses?: string[];
+            error?: string;
+            data?: string;
+            idMatches?: boolean;
+          }
+        > & { resolvConf: string };
+      };
+      expect(out.exit).toBe(0);
+      const app = out.app;
+      // resolv.conf named the stub while the app ran, and was restored afterwards
+      expect(app.resolvConf).toMatch(/^nameserver 127\.0\.0\.1$/m);
+      expect(out.resolvConf).toBe('nameserver 192.0.2.1\n');
+      // getaddrinfo through the stub
+      expect(app.named?.addresses).toEqual(['10.77.0.8']);
+      // 10.77.0.8:7000 is allowed by the parent only as named.test:7000: reaching it proves the
+      // transparent path sent the name the app resolved
+      expect(app.connectNamed?.data).toBe('WELCOME dnsapp via named 10.77.0.8\n');
+      // UDP and TCP answers, ids kept
+      for (const k of ['udpNamed1', 'udpNamed2', 'tcpNamed']) {
+        expect(app[k]).toMatchObject({ rcode: 0, answers: [{ address: '10.77.0.8' }] });
+      }
+      expect(app.udpNamed2?.idMatches).toBe(true);
+      // a name the policy can never allow: REFUSED (getaddrinfo: EAI_AGAIN), over UDP and TCP
+      expect(app.denied?.error).toBe('EAI_AGAIN');
+      expect(app.udpDenied).toMatchObject({ rcode: 5, answers: [] });
+      expect(app.tcpDenied).toMatchObject({ rcode: 5, answers: [] });
+      // allowed but nonexistent: NXDOMAIN from upstream
+      expect(app.missing?.error).toBe('ENOTFOUND');
+      // TTL 1: the second question is answered from the stub's cache, the third (after 2.5 s) not
+      for (const k of ['short1', 'short2', 'short3']) {
+        expect(app[k]).toMatchObject({ rcode: 0, answers: [{ address: '10.77.0.8' }] });
+        expect(app[k]?.answers?.[0]?.ttl).toBeLessThanOrEqual(1);
+      }
+      const p = await parent.stop();
+      // denied.test never reached the parent's resolver nor the upstream DNS server
+      expect(p.resolverAsked['denied.test']).toBeUndefined();
+      expect(Object.keys(p.upstreamAsked).filter((k) => k.startsWith('denied.test'))).toEqual([]);
+      expect(p.dns.refused).toBe(2); // getaddrinfo's A and AAAA; the raw ones hit the stub's cache
+      // named.test reached the DNS service once per type (getaddrinfo's A and AAAA); the two UDP
+      // and one TCP questions after it were answered by the stub's cache
+      expect(p.resolverAsked['named.test']).toBe(2);
+      // short.test: first and third question reached the parent, the second did not
+      expect(p.resolverAsked['short.test']).toBe(2);
+      expect(p.counts.named).toBe(1);
     } finally {
       parent.kill();
     }
