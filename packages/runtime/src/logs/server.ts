@@ -50,6 +50,8 @@ export interface LogServer {
    * metrics labelled `cid`.
    */
   prometheusSources(): PrometheusSource[];
+  /** Resolves once no enclave is connected (at once when none is): everything sent was written. */
+  whenIdle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -125,6 +127,7 @@ export async function createLogServer(options: LogServerOptions): Promise<LogSer
   const paused = new Set<net.Socket>();
   const perCid = new Map<string, PerCid>();
   const metrics = new Map<net.Socket, EnclaveMetrics>();
+  let idleWaiters: Array<() => void> = [];
   let protocolErrors = 0;
   let refused = 0;
 
@@ -170,6 +173,11 @@ export async function createLogServer(options: LogServerOptions): Promise<LogSer
         );
       }
       log.info({ cid }, 'logs: enclave disconnected');
+      if (sockets.size === 0) {
+        const w = idleWaiters;
+        idleWaiters = [];
+        for (const f of w) f();
+      }
     });
     socket.on('data', (chunk: Buffer) => {
       let frames: LogFrame[];
@@ -283,6 +291,8 @@ export async function createLogServer(options: LogServerOptions): Promise<LogSer
         labels: { cid: String(m.cid ?? 'unknown') },
       })),
     ],
+    whenIdle: () =>
+      sockets.size === 0 ? Promise.resolve() : new Promise<void>((r) => idleWaiters.push(r)),
     close: () =>
       new Promise<void>((resolve) => {
         output.removeListener('drain', onDrain);
