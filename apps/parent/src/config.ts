@@ -1,5 +1,6 @@
 import {
   checkUniqueNames,
+  dnsServiceSchema,
   egressGatewayServerSchema,
   endpointSchema,
   namedEntries,
@@ -23,6 +24,8 @@ export const parentConfigSchema = z
     routes: z.array(routeSchema).default([]),
     /** The parent half of the egress gateway (vsock listener enforcing `policy`). */
     egressGateway: egressGatewayServerSchema.optional(),
+    /** Answer the enclaves' DNS stubs (their `dns:`) under egressGateway.policy. */
+    dns: dnsServiceSchema.optional(),
     /** Serve this machine's clock to enclaves (their `clock:`), on vsock port 7100 by default. */
     time: timeServiceSchema.optional(),
     /** Receive enclave logs (their `logs:`) and write them as JSON lines; their metrics join /metrics. */
@@ -32,6 +35,14 @@ export const parentConfigSchema = z
   })
   .superRefine((c, ctx) => {
     checkUniqueNames(ctx, namedEntries(c));
+    if (c.dns && !c.egressGateway) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['dns'],
+        message:
+          'dns: answers under the egress policy: add egressGateway: {listen: vsock:any:8080, policy: {allow: [...]}}',
+      });
+    }
     if (c.routes.length === 0 && !c.egressGateway && !c.time && !c.logs) {
       ctx.addIssue({
         code: 'custom',

@@ -371,6 +371,19 @@ export const egressGatewayServerSchema = z.strictObject({
   dns: dnsLimitsSchema.optional(),
 });
 
+/**
+ * The parent DNS service (ee-parent `dns:`): answers the enclave DNS stub under the egress
+ * gateway's policy (see createDnsService).
+ */
+export const dnsServiceSchema = z.strictObject({
+  /** Normally vsock:any:8053 (the enclave's `dns.parent` is vsock:3:8053). */
+  listen: endpointSchema,
+  dns: dnsLimitsSchema.optional(),
+  /** Open connections at most (one per question in flight). */
+  maxConnections: z.number().int().positive().default(256),
+});
+
 export type RouteConfig = z.output<typeof routeSchema>;
 export type EgressGatewayConfig = z.output<typeof egressGatewaySchema>;
 export type EgressGatewayServerConfig = z.output<typeof egressGatewayServerSchema>;
+export type DnsServiceConfig = z.output<typeof dnsServiceSchema>;

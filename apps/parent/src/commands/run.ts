@@ -3,6 +3,8 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import {
+  createDnsService,
+  type DnsService,
   describeEndpoint,
   loadConfigFile,
   ProxyRuntime,
@@ -68,7 +70,9 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
   let time: TimeServer | undefined;
   let logs: LogServer | undefined;
   let logOutput: Writable | undefined;
+  let dns: DnsService | undefined;
   const closeServices = async () => {
+    await dns?.close();
     await time?.close();
     await logs?.close();
     if (logOutput && logOutput !== process.stdout) logOutput.end();
@@ -76,8 +80,19 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
   try {
     await runtime.apply(runtimeConfig(config));
     ({ time, logs, logOutput } = await startServices(config, log));
+    if (config.dns && config.egressGateway) {
+      dns = createDnsService({
+        listen: config.dns.listen,
+        policy: config.egressGateway.policy,
+        maxConnections: config.dns.maxConnections,
+        ...(config.dns.dns ? { dns: config.dns.dns } : {}),
+        logger: log,
+      });
+      await dns.start();
+    }
     const t = time;
     const l = logs;
+    const d = dns;
     if (config.metrics && config.metrics.listen.kind === 'tcp') {
       metrics = await startMetricsServer(
         runtime,
@@ -86,9 +101,10 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
           isDraining: () => draining,
           lastReload: () => lastReload,
         },
-        t || l
+        t || l || d
           ? (): PrometheusSource[] => [
               ...(t ? [{ text: t.metricsText() }] : []),
+              ...(d ? [{ text: d.metricsText() }] : []),
               ...(l ? l.prometheusSources() : []),
             ]
           : undefined,
@@ -107,13 +123,14 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
         if (JSON.stringify(next.metrics) !== JSON.stringify(config.metrics)) {
           log.warn({}, 'metrics.listen changed: it takes effect on restart');
         }
-        for (const k of ['time', 'logs'] as const) {
+        for (const k of ['time', 'logs', 'dns'] as const) {
           if (JSON.stringify(next[k]) !== JSON.stringify(config[k])) {
             log.warn({}, `${k}: changed: it takes effect on restart`);
           }
         }
         // All or nothing: on a listen failure the previous routes keep listening.
         const result = await runtime.apply(runtimeConfig(next));
+        if (next.egressGateway) dns?.setPolicy(next.egressGateway.policy);
         config = next;
         lastReload = { ok: true, at: new Date().toISOString() };
         log.info({ ...result }, 'reloaded');
@@ -160,6 +177,7 @@ async function run(opts: RunOptions, log: ReturnType<typeof createLogger>): Prom
       ...(metrics ? { metricsPort: metrics.port } : {}),
       ...(time ? { timePort: time.port } : {}),
       ...(logs ? { logsPort: logs.port } : {}),
+      ...(dns ? { dns: describeEndpoint(dns.endpoint) } : {}),
     },
     'ready',
   );
