@@ -23,6 +23,19 @@ export interface Telemetry {
   onReady(runtime: ProxyRuntime): void;
   /** Stops the periodic clock sync and flushes the logs (logs.flushTimeoutMs at most). */
   close(): Promise<void>;
+  /** Logs a fatal error (to the parent too, with `logs:`), then close(). */
+  fail(err: unknown): Promise<void>;
+}
+
+function fatal(logger: pino.Logger, err: unknown): void {
+  const e = err as { code?: unknown; message?: unknown };
+  logger.error(
+    {
+      ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+      err: typeof e?.message === 'string' ? e.message : String(err),
+    },
+    'fatal',
+  );
 }
 
 export async function startTelemetry(
@@ -59,11 +72,23 @@ export async function startTelemetry(
     try {
       clock = await startClockSync({ ...config.clock, logger });
     } catch (err) {
-      await forwarder?.close({ timeoutMs: 1_000 });
+      if (forwarder && logs) {
+        fatal(logger, err);
+        await forwarder.close({ timeoutMs: logs.flushTimeoutMs });
+      }
       throw err;
     }
   }
   const f = forwarder;
+  const close = async () => {
+    clock?.stop();
+    if (f && logs) {
+      const { flushed } = await f.close({ timeoutMs: logs.flushTimeoutMs });
+      if (!flushed) {
+        base.warn({ ...f.stats() }, 'logs: not everything reached the parent before exit');
+      }
+    }
+  };
   return {
     logger,
     ...(f && logs
@@ -81,14 +106,10 @@ export async function startTelemetry(
     onReady(r) {
       runtime = r;
     },
-    async close() {
-      clock?.stop();
-      if (f && logs) {
-        const { flushed } = await f.close({ timeoutMs: logs.flushTimeoutMs });
-        if (!flushed) {
-          base.warn({ ...f.stats() }, 'logs: not everything reached the parent before exit');
-        }
-      }
+    async fail(err) {
+      fatal(logger, err);
+      await close();
     },
+    close,
   };
 }

@@ -127,6 +127,29 @@ describe.skipIf(!built)('ee-parent time: and logs:', () => {
     expect(enclave.stdout()).toBe('');
   });
 
+  it('a start-up failure reaches the parent too (no console without debug mode)', async () => {
+    const before = outLines(parent).filter((l) => l.event === 'disconnected').length;
+    const enclave = spawnCli(enclaveCli, [
+      'run',
+      '-c',
+      join(dir, 'enclave.yaml'),
+      '--vsock-dir',
+      join(dir, 'v'),
+      '--',
+      join(dir, 'no-such-app'),
+    ]);
+    expect((await enclave.exited).code).toBe(1);
+    await until(
+      'the disconnect',
+      () => outLines(parent).filter((l) => l.event === 'disconnected').length > before,
+    );
+    const fatal = outLines(parent).find((l) => l.stream === 'runtime' && l.log?.msg === 'fatal') as
+      | { log: { code?: string; err?: string } }
+      | undefined;
+    expect(fatal?.log.code).toBe('ENOENT');
+    expect(fatal?.log.err).toContain('no-such-app');
+  });
+
   it('clock.required: ee-enclave refuses to start the app when the time service is unreachable', async () => {
     const marker = join(dir, 'started');
     writeFileSync(

@@ -9,7 +9,7 @@ import {
   runtimeOptions,
   UsageError,
 } from '../common.js';
-import { startTelemetry } from '../telemetry.js';
+import { startTelemetry, type Telemetry } from '../telemetry.js';
 
 interface RunOptions {
   config: string;
@@ -44,14 +44,16 @@ export function register(program: Command): void {
     )
     .action(async (app: string, args: string[], opts: RunOptions) => {
       let log: ReturnType<typeof createLogger> | undefined;
+      let telemetry: Telemetry | undefined;
       try {
         log = createLogger(opts.logLevel, 'ee-enclave');
         applyVsockDir(opts.vsockDir);
         if (!app) throw new UsageError('Name the app to run after "--".');
         const config = await loadConfigFile(opts.config, enclaveConfigSchema);
         if (opts.hostsFile) config.network.hostsFile = opts.hostsFile;
-        const telemetry = await startTelemetry(config, opts.logLevel, log);
+        telemetry = await startTelemetry(config, opts.logLevel, log);
         const logger = telemetry.logger;
+        const t = telemetry;
         const exit = await runEnclave(config, {
           command: app,
           args,
@@ -59,7 +61,7 @@ export function register(program: Command): void {
           skipNetwork: !opts.networkSetup || !config.network.setup,
           ...(telemetry.onOutput ? { onOutput: telemetry.onOutput } : {}),
           onReady: (runtime) => {
-            telemetry.onReady(runtime);
+            t.onReady(runtime);
             logger.info(
               {
                 routes: runtime
@@ -73,7 +75,9 @@ export function register(program: Command): void {
         await telemetry.close();
         process.exit(exit.status);
       } catch (err) {
-        exitWithError(err, log);
+        // with logs: the failure also reaches the parent (there is no console without debug mode)
+        if (telemetry) await telemetry.fail(err);
+        exitWithError(err, telemetry ? undefined : log);
       }
     });
 }
