@@ -30,12 +30,10 @@ describe.skipIf(!inVm)('clock and logs on a real kernel (vsock-vm)', () => {
 
     const port = 7100 + Math.floor(Math.random() * 500);
     const server = await createTimeServer({ port, now: parentNow });
-    const warnings: string[] = [];
     try {
       const sync = await startClockSync({
         parent: { kind: 'vsock', cid: 1, port },
         required: true,
-        logger: { debug() {}, info() {}, warn: (_o, m) => warnings.push(m ?? ''), error() {} },
       });
       sync.stop();
       const left = clock.now() - parentNow();
@@ -45,7 +43,6 @@ describe.skipIf(!inVm)('clock and logs on a real kernel (vsock-vm)', () => {
       // first a step (clock_settime), then the residue slewed (adjtimex accepted it)
       expect(sync.metricsText()).toContain('ee_runtime_clock_corrections_total{action="step"} 1');
       expect(sync.last?.action).toBe('slew');
-      expect(warnings).toEqual([]);
     } finally {
       await server.close();
     }
