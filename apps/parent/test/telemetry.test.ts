@@ -3,7 +3,7 @@
 // JSON lines with the CID, the enclave's metrics join ee-parent's /metrics, the parent serves
 // its real clock, and clock.required stops ee-enclave before the app when there is no parent.
 // (ee-enclave is never given a reachable clock here: this machine's clock must not be set.)
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { measureOffset, systemClock } from '@enclave-extras/runtime';
@@ -148,6 +148,56 @@ describe.skipIf(!built)('ee-parent time: and logs:', () => {
       | undefined;
     expect(fatal?.log.code).toBe('ENOENT');
     expect(fatal?.log.err).toContain('no-such-app');
+  });
+
+  it('logs.output: FILE appends the JSON lines to that file', async () => {
+    const file = join(dir, 'enclave-logs.jsonl');
+    writeFileSync(file, '{"kept":true}\n');
+    writeFileSync(
+      join(dir, 'parent-file.yaml'),
+      `logs: { listen: "vsock:any:7201", output: ${JSON.stringify(file)} }\n`,
+    );
+    const p2 = spawnCli(parentCli, [
+      'run',
+      '-c',
+      join(dir, 'parent-file.yaml'),
+      '--vsock-dir',
+      join(dir, 'v'),
+    ]);
+    try {
+      await p2.waitLog((l) => l.msg === 'ready', 'second ee-parent ready');
+      writeFileSync(
+        join(dir, 'enclave-file.yaml'),
+        'network: { setup: false }\nlogs: { parent: "vsock:3:7201" }\n',
+      );
+      const enclave = spawnCli(enclaveCli, [
+        'run',
+        '-c',
+        join(dir, 'enclave-file.yaml'),
+        '--vsock-dir',
+        join(dir, 'v'),
+        '--',
+        process.execPath,
+        '-e',
+        'console.log("into the file")',
+      ]);
+      expect((await enclave.exited).code).toBe(0);
+      await until('the disconnect in the file', () =>
+        readFileSync(file, 'utf8').includes('"disconnected"'),
+      );
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Out & { kept?: boolean });
+      expect(lines[0]).toEqual({ kept: true });
+      expect(lines.filter((l) => l.stream === 'stdout').map((l) => l.msg)).toEqual([
+        'into the file',
+      ]);
+      expect(p2.stdout()).toBe('');
+    } finally {
+      p2.child.kill('SIGTERM');
+      await p2.exited;
+    }
   });
 
   it('clock.required: ee-enclave refuses to start the app when the time service is unreachable', async () => {
