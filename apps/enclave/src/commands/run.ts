@@ -24,7 +24,7 @@ export function register(program: Command): void {
     program
       .command('run')
       .description(
-        'The enclave entrypoint: bring lo up with the 127.0.0.x aliases the routes need, write the /etc/hosts entries, start the TCP->vsock routes, the egress gateway (HTTP CONNECT, plain-HTTP proxy requests and SOCKS5, carried to the parent over one vsock port) and the inbound vsock->TCP routes, wait until they listen, then run the app with HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY set when the gateway is on. Signals are forwarded to the app; as PID 1 ee-enclave also reaps orphaned children; it exits with the status of the app.',
+        'The enclave entrypoint: bring lo up with the 127.0.0.x aliases the routes need, write the /etc/hosts entries, start the TCP->vsock routes, the egress gateway (HTTP CONNECT, plain-HTTP proxy requests and SOCKS5, carried to the parent over one vsock port) and the inbound vsock->TCP routes, wait until they listen, then run the app with HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY set when the gateway is on. With egress: transparent, iptables nat rules also send every other outbound TCP connection of the app to the parent gateway (removed on exit); with dns:, a stub on 127.0.0.1:53 resolves through the parent under its policy and /etc/resolv.conf points at it. Signals are forwarded to the app; as PID 1 ee-enclave also reaps orphaned children; it exits with the status of the app.',
       )
       .requiredOption('-c, --config <file>', 'enclave.yaml')
       .option(
