@@ -22,7 +22,8 @@
 //   <!-- readme-examples: skip because REASON -->   not run; counted as skipped, REASON printed
 //   <!-- readme-examples: file NAME -->             written to NAME for the blocks after it
 //                                                   (a config file: the block that reads it checks it)
-//   <!-- readme-examples: daemon until REGEX -->    a long-running command: passes once REGEX
+//   <!-- readme-examples: daemon until REGEX -->    a long-running command: passes once REGEX (quotes
+//                                                   around it are dropped)
 //                                                   appears in its output while it runs; then stopped
 // `text` blocks (output listings) are not code: they are counted and listed, not run.
 // Ends with `readme-examples: N passed, M failed, K skipped`; exit 1 when any block failed.
@@ -190,7 +191,7 @@ async function runBlock(block, work, env) {
   }
   const daemon = /^daemon until (.+)$/.exec(d);
   if (d && !daemon) return { status: 'failed', how: `unknown directive "${d}"` };
-  const until = daemon ? new RegExp(daemon[1]) : undefined;
+  const until = daemon ? new RegExp(daemon[1].replace(/^"(.*)"$/, '$1')) : undefined;
   const lang = block.lang.toLowerCase();
   const name = `example-${block.line}`;
   let result;
