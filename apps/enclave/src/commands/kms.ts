@@ -357,11 +357,7 @@ export function register(program: Command): void {
         'A data key pair: PrivateKeyPlaintext (attested, DER PKCS#8), PublicKey, PrivateKeyCiphertextBlob.',
       )
       .requiredOption('--key-id <id>', 'key id, ARN or alias')
-      .option(
-        '--key-pair-spec <spec>',
-        'RSA_2048|RSA_3072|RSA_4096|ECC_NIST_P256|ECC_NIST_P384|ECC_NIST_P521|ECC_SECG_P256K1',
-        'ECC_NIST_P256',
-      )
+      .option('--key-pair-spec <spec>', DATA_KEY_PAIR_SPECS.join(', '), 'ECC_NIST_P256')
       .option('--context <k=v>', 'encryption context entry, repeatable', collect, []),
     true,
   ).action(
