@@ -34,7 +34,12 @@ describe('listen failures name the right remedy', () => {
     const err = await listenEndpoint(
       parseEndpoint(`unix:${join(dir, 'missing', 'a.sock')}`),
       () => {},
-    ).catch((e: unknown) => e as Error & { code: string });
+    ).then(
+      () => {
+        throw new Error('listen succeeded in a missing directory');
+      },
+      (e: unknown) => e as Error & { code: string },
+    );
     // libuv reports a missing directory of a pipe as EACCES
     expect(err).toMatchObject({ code: 'EACCES' });
     expect(err.message).toMatch(/directory of the socket path exists/);
