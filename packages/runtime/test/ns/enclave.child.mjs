@@ -22,12 +22,12 @@ network:
   hostsFile: ${join(dir, 'hosts')}
 egressGateway:
   listen: tcp:127.0.0.1:3128
-  parent: vsock:3:8080
+  parent: vsock:${process.env.EE_TEST_PARENT_CID ?? 3}:8080
 egress: transparent
 transparent:
   port: 15001
   ipv6: false
-${mode === 'dns' ? 'dns:\n  parent: vsock:3:8053\n' : ''}`,
+${mode === 'dns' ? `dns:\n  parent: vsock:${process.env.EE_TEST_PARENT_CID ?? 3}:8053\n` : ''}`,
   enclaveConfigSchema,
 );
 const lines = [];
