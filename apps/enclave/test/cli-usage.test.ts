@@ -184,12 +184,21 @@ describe('ee-enclave --help', () => {
   });
 
   it('--help and --version load no subcommand dependencies; a subcommand loads its own', () => {
-    for (const args of [['--help'], ['--version']]) {
+    for (const args of [
+      ['--help'],
+      ['--version'],
+      ['kms', 'decrypt', '--help'],
+      ['nsm', '--help'],
+    ]) {
       const urls = loaded(args);
       expect(urls.some((u) => u.endsWith('/dist/cli.js'))).toBe(true);
-      expect(urls.filter((u) => HEAVY.test(u))).toEqual([]);
+      expect(
+        urls.filter((u) => HEAVY.test(u)),
+        args.join(' '),
+      ).toEqual([]);
     }
-    const urls = loaded(['nsm', 'random', '0']);
+    // control: the hook sees them once a command runs (here up to a missing NSM socket)
+    const urls = loaded(['nsm', 'random', '1', '--nsm', `socket:${join(dir, 'none.sock')}`]);
     expect(urls.some((u) => u.includes('/nsm/'))).toBe(true);
   });
 

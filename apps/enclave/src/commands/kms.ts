@@ -4,28 +4,16 @@
 // CiphertextForRecipient. Connections go through the egress gateway when HTTPS_PROXY is set
 // (ee-enclave run sets it) or --proxy is given.
 import { readFileSync, writeFileSync } from 'node:fs';
-import {
-  CreateKeyCommand,
-  type DataKeyPairSpec,
-  type DataKeySpec,
-  DecryptCommand,
-  EncryptCommand,
-  GenerateDataKeyCommand,
-  GenerateDataKeyPairCommand,
-  GenerateRandomCommand,
-  KMSClient,
-  type KMSClientConfig,
-} from '@aws-sdk/client-kms';
-import {
-  AttestedKmsClient,
-  createDialingRequestHandler,
-  fromParentInstance,
-  recipientAttestationPolicy,
-} from '@enclave-extras/kms';
+import type { DataKeyPairSpec, DataKeySpec, KMSClient, KMSClientConfig } from '@aws-sdk/client-kms';
 import type { NsmClient } from '@enclave-extras/nsm';
-import { httpConnectDialer, strictPort } from '@enclave-extras/proxy';
 import { type Command, Option } from 'commander';
 import { checkNsmSource, collect, nsmOption, openNsm, parseBytes, usage, writeOut } from './nsm.js';
+
+/** The AWS SDK and the toolkit load when a kms command runs, not for `--help` (start-up). */
+type Sdk = typeof import('@aws-sdk/client-kms');
+const sdk = (): Promise<Sdk> => import('@aws-sdk/client-kms');
+const kmsLib = () => import('@enclave-extras/kms');
+const proxyLib = () => import('@enclave-extras/proxy');
 
 const DATA_KEY_SPECS: ReadonlyArray<DataKeySpec> = ['AES_256', 'AES_128'];
 const DATA_KEY_PAIR_SPECS: ReadonlyArray<DataKeyPairSpec> = [
@@ -109,7 +97,8 @@ function context(cmd: Command, entries: string[]): Record<string, string> | unde
 }
 
 /** The usage checks of the common flags: all made before the NSM (or anything else) is opened. */
-function checkCommon(cmd: Command, flags: CommonFlags): void {
+async function checkCommon(cmd: Command, flags: CommonFlags): Promise<void> {
+  const { strictPort } = await proxyLib();
   if (!flags.region) usage(cmd, 'kms: --region (or AWS_REGION) is required');
   if (!['base64', 'hex', 'raw'].includes(flags.output))
     usage(cmd, `kms: --output ${flags.output} must be base64, hex or raw`);
@@ -133,6 +122,9 @@ async function client(
   if (!flags.region) usage(cmd, 'kms: --region (or AWS_REGION) is required');
   if (!['base64', 'hex', 'raw'].includes(flags.output))
     usage(cmd, `kms: --output ${flags.output} must be base64, hex or raw`);
+  const { KMSClient } = await sdk();
+  const { AttestedKmsClient, createDialingRequestHandler, fromParentInstance } = await kmsLib();
+  const { httpConnectDialer, strictPort } = await proxyLib();
   const config: KMSClientConfig = { region: flags.region, maxAttempts: 2 };
   if (flags.endpoint) config.endpoint = flags.endpoint;
   if (flags.credentials.startsWith('parent:')) {
@@ -208,14 +200,15 @@ async function call<O>(
   cmd: Command,
   flags: CommonFlags,
   attested: boolean,
-  send: (c: KMSClient) => Promise<O>,
+  send: (c: KMSClient, sdk: Sdk) => Promise<O>,
 ): Promise<O> {
-  checkCommon(cmd, flags);
+  await checkCommon(cmd, flags);
+  const aws = await sdk();
   const nsm = attested && flags.attest ? await openNsm(cmd, flags.nsm) : undefined;
   try {
     const c = await client(cmd, flags, nsm);
     try {
-      return await send(c);
+      return await send(c, aws);
     } catch (err) {
       // KMS answers (AccessDeniedException ...) carry their type in `name`: keep it visible.
       const e = err as { name?: string; message?: string; $metadata?: unknown };
@@ -274,9 +267,9 @@ export function register(program: Command): void {
     ) => {
       const plaintext = parseBytes(cmd, '--plaintext', flags.plaintext);
       const ec = context(cmd, flags.context);
-      const out = await call(cmd, flags, false, (c) =>
+      const out = await call(cmd, flags, false, (c, aws) =>
         c.send(
-          new EncryptCommand({
+          new aws.EncryptCommand({
             KeyId: flags.keyId,
             Plaintext: plaintext,
             ...(ec ? { EncryptionContext: ec } : {}),
@@ -305,9 +298,9 @@ export function register(program: Command): void {
     ) => {
       const blob = parseBytes(cmd, '--ciphertext', flags.ciphertext);
       const ec = context(cmd, flags.context);
-      const out = await call(cmd, flags, true, (c) =>
+      const out = await call(cmd, flags, true, (c, aws) =>
         c.send(
-          new DecryptCommand({
+          new aws.DecryptCommand({
             CiphertextBlob: blob,
             ...(flags.keyId ? { KeyId: flags.keyId } : {}),
             ...(ec ? { EncryptionContext: ec } : {}),
@@ -337,9 +330,9 @@ export function register(program: Command): void {
       const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024);
       const keySpec = oneOf(cmd, '--key-spec', flags.keySpec ?? 'AES_256', DATA_KEY_SPECS);
       const ec = context(cmd, flags.context);
-      const out = await call(cmd, flags, true, (c) =>
+      const out = await call(cmd, flags, true, (c, aws) =>
         c.send(
-          new GenerateDataKeyCommand({
+          new aws.GenerateDataKeyCommand({
             KeyId: flags.keyId,
             ...(n !== undefined ? { NumberOfBytes: n } : { KeySpec: keySpec }),
             ...(ec ? { EncryptionContext: ec } : {}),
@@ -367,9 +360,9 @@ export function register(program: Command): void {
     ) => {
       const keyPairSpec = oneOf(cmd, '--key-pair-spec', flags.keyPairSpec, DATA_KEY_PAIR_SPECS);
       const ec = context(cmd, flags.context);
-      const out = await call(cmd, flags, true, (c) =>
+      const out = await call(cmd, flags, true, (c, aws) =>
         c.send(
-          new GenerateDataKeyPairCommand({
+          new aws.GenerateDataKeyPairCommand({
             KeyId: flags.keyId,
             KeyPairSpec: keyPairSpec,
             ...(ec ? { EncryptionContext: ec } : {}),
@@ -388,8 +381,8 @@ export function register(program: Command): void {
     true,
   ).action(async (flags: CommonFlags & { bytes: string }, cmd: Command) => {
     const n = intFlag(cmd, '--bytes', flags.bytes, 1, 1024)!;
-    const out = await call(cmd, flags, true, (c) =>
-      c.send(new GenerateRandomCommand({ NumberOfBytes: n })),
+    const out = await call(cmd, flags, true, (c, aws) =>
+      c.send(new aws.GenerateRandomCommand({ NumberOfBytes: n })),
     );
     emit(flags, out.Plaintext, out);
   });
@@ -418,7 +411,7 @@ export function register(program: Command): void {
       },
       cmd: Command,
     ) => {
-      checkCommon(cmd, flags);
+      await checkCommon(cmd, flags);
       if (flags.policy && flags.policyFromNsm)
         usage(cmd, 'kms create-key: give --policy or --policy-from-nsm, not both');
       let policy: string | undefined;
@@ -437,7 +430,7 @@ export function register(program: Command): void {
           for (const i of indexes) pcrs[i] = (await nsm.describePcr(i)).data;
           const pcr0 = (await nsm.describePcr(0)).data;
           policy = JSON.stringify(
-            recipientAttestationPolicy({
+            (await kmsLib()).recipientAttestationPolicy({
               accountId: flags.accountId!,
               imageSha384: pcr0,
               ...(indexes.length ? { pcrs } : {}),
@@ -449,9 +442,9 @@ export function register(program: Command): void {
           await nsm.close();
         }
       }
-      const out = await call(cmd, flags, false, (c) =>
+      const out = await call(cmd, flags, false, (c, aws) =>
         c.send(
-          new CreateKeyCommand({
+          new aws.CreateKeyCommand({
             ...(flags.description ? { Description: flags.description } : {}),
             ...(policy ? { Policy: policy } : {}),
           }),

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { NsmClient, NsmSimulator, socketTransport } from '@enclave-extras/nsm';
+import type { NsmClient } from '@enclave-extras/nsm';
 import { type Command, Option } from 'commander';
 import { usageError } from '../usage.js';
 
@@ -78,6 +78,8 @@ export function defaultSimulatorDir(): string {
 /** Opens the NSM named by --nsm. */
 export async function openNsm(cmd: Command, source: string): Promise<NsmClient> {
   checkNsmSource(cmd, source);
+  // loaded when a command opens the NSM, not for --help
+  const { NsmClient, NsmSimulator, socketTransport } = await import('@enclave-extras/nsm');
   if (source === 'device') return NsmClient.open();
   if (source === 'simulator' || source.startsWith('simulator:')) {
     const stateDir =
