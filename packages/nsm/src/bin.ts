@@ -7,10 +7,13 @@ import type { Logger } from './transport.js';
 
 const USAGE = `nsm-simulator: serve a simulated Nitro Secure Module over a Unix socket
 
-usage: nsm-simulator --socket PATH [--state-dir DIR] [--module-id ID] [--pcr N=HEX]... [--verbose]
+usage: nsm-simulator --socket PATH [--state-dir DIR] [--module-id ID] [--pcr N=HEX]...
+                     [--verbose]
+       nsm-simulator --print-root --state-dir DIR
 
   --socket PATH     Unix socket to listen on (clients: socketTransport(PATH))
-  --state-dir DIR   keep the development CA here (default: in memory, new each start)
+  --state-dir DIR   keep the development CA here (default: in memory, new each
+                    start)
   --module-id ID    module_id reported by DescribeNSM and documents
   --pcr N=HEX       initial value of PCR N (96 hex digits); repeatable
   --print-root      print the dev root certificate (PEM) of --state-dir and exit

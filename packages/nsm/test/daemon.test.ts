@@ -203,6 +203,13 @@ describe('nsm-simulator bin', () => {
     }
   });
 
+  it('--help fits in 80 columns', () => {
+    const r = runSync(['--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^nsm-simulator: /);
+    expect(r.stdout.split('\n').filter((l) => l.length > 80)).toEqual([]);
+  });
+
   it('--version prints the package version', () => {
     const r = runSync(['--version']);
     expect(r.status).toBe(0);
