@@ -7,8 +7,8 @@ import type { Logger } from './transport.js';
 
 const USAGE = `nsm-simulator: serve a simulated Nitro Secure Module over a Unix socket
 
-usage: nsm-simulator --socket PATH [--state-dir DIR] [--module-id ID] [--pcr N=HEX]...
-                     [--verbose]
+usage: nsm-simulator --socket PATH [--state-dir DIR] [--module-id ID]
+                     [--pcr N=HEX]... [--verbose]
        nsm-simulator --print-root --state-dir DIR
 
   --socket PATH     Unix socket to listen on (clients: socketTransport(PATH))
