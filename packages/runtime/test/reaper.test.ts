@@ -104,6 +104,15 @@ async function runShell(
   }
 }
 
+/**
+ * Shell that returns once every pid listed in `file` (`count` of them) has exited: a zombie or
+ * already reaped, read from /proc. Apps wait on this, not on a fixed sleep, so a loaded machine
+ * cannot let the app exit before its orphans.
+ */
+function waitOrphans(file: string, count: number): string {
+  return `while [ "$(wc -l < ${file})" -lt ${count} ]; do sleep 0.01; done; for p in $(cat ${file}); do while [ -e /proc/$p ] && [ "$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)" != Z ]; do sleep 0.01; done; done`;
+}
+
 describe('enclave config reapOrphans', () => {
   it("defaults to 'auto' and takes true/false/'auto' only", () => {
     expect(enclaveConfigSchema.parse({}).reapOrphans).toBe('auto');
@@ -125,7 +134,7 @@ describe.skipIf(process.platform !== 'linux')('reaping as a child subreaper (thi
     const pids = join(dir, 'orphans-1');
     const { logger, lines } = captureLogger();
     const exit = await runShell(
-      `(sleep 0.2 & echo $! >> ${pids}); (sleep 0.3 & echo $! >> ${pids}); (sh -c 'kill -9 $$' & echo $! >> ${pids}); sleep 1; exit 7`,
+      `(sleep 0.2 & echo $! >> ${pids}); (sleep 0.3 & echo $! >> ${pids}); (sh -c 'kill -9 $$' & echo $! >> ${pids}); ${waitOrphans(pids, 3)}; exit 7`,
       true,
       logger,
     );
@@ -199,9 +208,10 @@ describe.skipIf(process.platform !== 'linux')('reaping as a child subreaper (thi
     for (let round = 0; round < 5; round++) {
       const pids = join(dir, `orphans-race-${round}`);
       const { logger, lines } = captureLogger();
-      // The orphans exit just before the app: their SIGCHLDs and the app's arrive together.
+      // The orphans exit just before the app: their SIGCHLDs and the app's arrive together (the
+      // app waits for their exits, see waitOrphans).
       const exit = await runShell(
-        `for i in 1 2 3 4 5 6; do (sleep 0.25 & echo $! >> ${pids}); done; sleep 0.3; exit ${round + 3}`,
+        `for i in 1 2 3 4 5 6; do (sleep 0.25 & echo $! >> ${pids}); done; ${waitOrphans(pids, 6)}; exit ${round + 3}`,
         true,
         logger,
       );
@@ -222,7 +232,7 @@ describe.skipIf(process.platform !== 'linux')('reaping as a child subreaper (thi
     try {
       const { logger, lines } = captureLogger();
       const exit = await runShell(
-        `(sleep 0.1 & echo $! >> ${pids}); sleep 0.6; exit 5`,
+        `(sleep 0.1 & echo $! >> ${pids}); ${waitOrphans(pids, 1)}; exit 5`,
         false,
         logger,
       );
@@ -278,7 +288,7 @@ describe.skipIf(!unshareOk)('reaping as PID 1 (unshare --pid --fork --mount-proc
       `for i in 1 2 3 4 5 6; do (sleep 0.$i & echo $! >> ${pids}); done`,
       `(sh -c 'sleep 0.1; kill -9 $$' & echo $! | tee -a ${pids} > ${killed})`,
       `(sh -c '(sleep 0.2 & echo $! >> ${pids}); sleep 0.1; exit 3' & echo $! | tee -a ${pids} > ${exit3})`,
-      'sleep 1.5',
+      waitOrphans(pids, 9),
       'exit 7',
     ].join('; ');
     writeFileSync(
