@@ -25,6 +25,30 @@ import {
   type VsockTransport,
 } from './transport.js';
 
+const ECONNREFUSED_ERRNO = 111;
+
+/**
+ * Whether someone listens on the Unix socket at `path`, decided synchronously by a non-blocking
+ * connect: `alive` (accepted, or the backlog is full), `stale` (ECONNREFUSED: the file is left
+ * over from a process that died), `unknown` (the probe could not run: the caller probes
+ * asynchronously instead).
+ */
+function probeUnixSocket(path: string): 'alive' | 'stale' | 'unknown' {
+  let fd: number;
+  try {
+    fd = unixConnectFd(path);
+  } catch {
+    return 'unknown';
+  }
+  if (fd >= 0) {
+    closeFd(fd);
+    return 'alive';
+  }
+  if (fd === -EAGAIN) return 'alive';
+  if (fd === -ECONNREFUSED_ERRNO) return 'stale';
+  return 'unknown';
+}
+
 /** Options of {@link createEmulatedTransport}. */
 export interface EmulatedTransportOptions {
   /** Directory holding the Unix sockets (created with mode 0700 on first listen). */
@@ -284,7 +308,22 @@ export function createEmulatedTransport(options: EmulatedTransportOptions): Vsoc
     if (-first.err !== EADDRINUSE) {
       return cb(systemError(-first.err, 'bind', { address, localAddress: address, op: 'listen' }));
     }
-    // The file exists: in use, or left behind by a process that died. Probe it.
+    // The file exists: in use, or left behind by a process that died. Probe it synchronously
+    // (a connect to a Unix socket is decided at once), so that listen() has bound when it
+    // returns, as on kernel vsock, and a connect made right after it reaches this listener.
+    const state = probeUnixSocket(path);
+    if (state === 'alive') {
+      return cb(systemError(EADDRINUSE, 'bind', { address, localAddress: address, op: 'listen' }));
+    }
+    if (state === 'stale') {
+      try {
+        unlinkSync(path);
+      } catch {}
+      const again = bindOnce(path);
+      if (again.err === 0) return finish(req.port, again.handle);
+      return cb(systemError(-again.err, 'bind', { address, localAddress: address, op: 'listen' }));
+    }
+    // undecided (the synchronous probe is unavailable): probe through the event loop
     const probe = net.connect({ path });
     probe.once('connect', () => {
       probe.destroy();

@@ -126,6 +126,26 @@ describe('emulated transport', () => {
     await closeServer(c);
   });
 
+  it('a stale socket file is replaced at once: a connect right after listen() reaches the new server', async () => {
+    // as with kernel vsock, listen() has bound and listens when it returns, stale file or not
+    const stale = join(dir, 'any_8006.sock');
+    const crash = `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`;
+    spawnSync(process.execPath, ['-e', crash]);
+    expect(existsSync(stale)).toBe(true);
+    const server = createServer({ transport: parent }, (s) => s.end('fresh'));
+    server.listen({ port: 8006 });
+    const reply = readAll(connect({ cid: CID_PARENT, port: 8006, transport: enclave }));
+    expect((await reply).toString()).toBe('fresh');
+    await closeServer(server);
+    // a live listener is still EADDRINUSE, also decided at once
+    const live = await listen(parent, 8007, (s) => s.end());
+    const second = createServer({ transport: enclave });
+    second.listen({ port: 8007 });
+    const [err] = (await once(second, 'error')) as [VsockError];
+    expect(err.code).toBe('EADDRINUSE');
+    await closeServer(live);
+  });
+
   it('PORT_ANY picks a free port that clients can reach', async () => {
     const server = await listen(parent, PORT_ANY, (s) => s.end('picked'));
     const { port } = server.address()!;
