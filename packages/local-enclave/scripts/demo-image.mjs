@@ -118,14 +118,26 @@ export const GUEST_PROBE = `// e2e probe: PCRs from /dev/nsm via @enclave-extras
 import { createRequire } from 'node:module';
 const req = createRequire('/app/apps/enclave/package.json');
 const { NsmClient } = req('@enclave-extras/nsm');
-const nsm = await NsmClient.open();
-const pcrs = {};
-for (const i of [0, 1, 2, 3, 4, 8]) pcrs[i] = Buffer.from((await nsm.describePcr(i)).data).toString('hex');
-console.log('E2E-PCRS ' + JSON.stringify(pcrs));
-if (process.env.E2E_ATTEST_SPKI) {
-  const doc = await nsm.getAttestationDocument({ publicKey: Buffer.from(process.env.E2E_ATTEST_SPKI, 'base64') });
-  console.log('E2E-DOC ' + Buffer.from(doc).toString('base64'));
+const t0 = Date.now();
+let step = 'open';
+try {
+  const nsm = await NsmClient.open();
+  const pcrs = {};
+  for (const i of [0, 1, 2, 3, 4, 8]) {
+    step = 'DescribePCR ' + i;
+    pcrs[i] = Buffer.from((await nsm.describePcr(i)).data).toString('hex');
+  }
+  console.log('E2E-PCRS ' + JSON.stringify(pcrs));
+  if (process.env.E2E_ATTEST_SPKI) {
+    step = 'Attestation';
+    const doc = await nsm.getAttestationDocument({ publicKey: Buffer.from(process.env.E2E_ATTEST_SPKI, 'base64') });
+    console.log('E2E-DOC ' + Buffer.from(doc).toString('base64'));
+  }
+  await nsm.close();
+} catch (err) {
+  // One line the host can match: which NSM request failed, its code, after how long.
+  console.log('E2E-NSM-ERROR ' + JSON.stringify({ step, code: err.code, errno: err.cause?.code, ms: Date.now() - t0, message: err.message }));
+  process.exit(3);
 }
-await nsm.close();
 if (process.env.E2E_THEN) await import(process.env.E2E_THEN);
 `;

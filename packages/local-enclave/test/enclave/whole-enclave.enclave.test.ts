@@ -320,8 +320,15 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
   let enclave: LocalEnclave | undefined;
   let consoleText = '';
   let stopped = false;
+  /** What QEMU printed on stderr for image 1 (the supervisor logs it as "QEMU says"). */
+  const qemuSays: string[] = [];
+  let nsmRetried = false;
 
-  it('the demo image boots: the init heartbeat is answered over the vhost-user backend', async () => {
+  /** Boots image 1 and waits for the init's heartbeat line. */
+  async function bootImage1(): Promise<void> {
+    consoleText = '';
+    stopped = false;
+    const noop = () => {};
     enclave = await startEnclave({
       eifPath: built.path,
       cpuCount: 2,
@@ -336,9 +343,16 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
         consoleText += d.toString('utf8');
       },
       bootTimeoutMs: 480_000,
+      logger: {
+        debug: noop,
+        info: noop,
+        error: (o, m) => qemuSays.push(`${m ?? ''} ${JSON.stringify(o)}`),
+        warn: (o, m) => qemuSays.push(`${m ?? ''} ${JSON.stringify(o)}`),
+      },
     });
-    void enclave.exited.then(() => {
-      stopped = true;
+    const booted = enclave;
+    void booted.exited.then(() => {
+      if (enclave === booted) stopped = true;
     });
     expect(enclave.enclaveCid).toBe(CID);
     // The init prints this after it read the answer, so it may trail the host's side by a moment.
@@ -349,15 +363,47 @@ describe.skipIf(!ready)('whole enclave under QEMU nitro-enclave', () => {
       () => stopped,
       60_000,
     );
+  }
+
+  it('the demo image boots: the init heartbeat is answered over the vhost-user backend', async () => {
+    await bootImage1();
   });
 
   it('PCR oracle, image 1: PCR0/1/2 from /dev/nsm equal the prediction; PCR3/4 are the parent role/id', async () => {
-    const m = await waitFor(
+    const pcrsOrNsmError = /E2E-PCRS (\{.*\})|E2E-NSM-ERROR (\{.*\})/;
+    let m = await waitFor(
       () => consoleText,
-      /E2E-PCRS (\{.*\})/,
+      pcrsOrNsmError,
       'the PCRs',
       () => stopped,
     );
+    // QEMU's virtio-nsm has been seen (about 1 boot in 10, never reproduced on demand) to leave
+    // the guest's first NSM requests unanswered until the driver's 2-minute timeout. That is the
+    // emulator, not the image: say so loudly with what QEMU printed, and boot the same image once
+    // more. Any other NSM error, or a second stall, fails the test.
+    const stall = m[2] ? (JSON.parse(m[2]) as { errno?: string; message?: string }) : undefined;
+    if (
+      stall &&
+      !nsmRetried &&
+      /ETIMEDOUT|did not answer in time/.test(`${stall.errno} ${stall.message}`)
+    ) {
+      nsmRetried = true;
+      process.stdout.write(
+        `whole-enclave: WARNING: the guest's NSM did not answer (${m[2]}); QEMU said: ${qemuSays.join(' | ') || 'nothing'}; booting image 1 again\n`,
+      );
+      await enclave?.terminate();
+      await bootImage1();
+      m = await waitFor(
+        () => consoleText,
+        pcrsOrNsmError,
+        'the PCRs',
+        () => stopped,
+      );
+    }
+    expect(
+      m[2],
+      `the guest's NSM failed; QEMU said: ${qemuSays.join(' | ') || 'nothing'}`,
+    ).toBeUndefined();
     const pcrs = pcrsFrom(m[1] as string);
     expect(pcrs['0']).toBe(built.measurements.PCR0.toLowerCase());
     expect(pcrs['1']).toBe(built.measurements.PCR1.toLowerCase());
