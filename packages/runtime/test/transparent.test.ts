@@ -238,6 +238,52 @@ describe.skipIf(!canRun)('transparent egress in a network namespace', () => {
     }
   });
 
+  it('reads the original destination of redirected IPv4 and IPv6 connections (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST)', () => {
+    const script = `
+      import { execFileSync } from 'node:child_process';
+      import net from 'node:net';
+      import { installRedirectRules, originalDestination } from ${JSON.stringify(dist)};
+      execFileSync('ip', ['link', 'set', 'lo', 'up']);
+      const seen = [];
+      const serve = (host) => new Promise((resolve) => {
+        const srv = net.createServer(async (s) => {
+          try { seen.push(await originalDestination(s)); } catch (e) { seen.push({ code: e.code }); }
+          s.end();
+        });
+        srv.listen(15003, host, () => resolve(srv));
+      });
+      const servers = [await serve('127.0.0.1'), await serve('::1')];
+      const rules = await installRedirectRules({ port: 15003, ipv6: true });
+      const dial = (host, port) => new Promise((resolve) => {
+        const c = net.connect({ host, port });
+        c.on('close', resolve);
+        c.on('error', () => {});
+      });
+      await dial('203.0.113.7', 5432);
+      await dial('2001:db8::7', 443);
+      await dial('127.0.0.1', 15003); // not redirected: loopback is exempt
+      const families = rules.families;
+      await rules.remove();
+      const routes = execFileSync('ip', ['-6', 'route', 'show', 'default'], { encoding: 'utf8' });
+      for (const s of servers) s.close();
+      process.stdout.write(JSON.stringify({ seen, families, routes }));
+    `;
+    const r = spawnSync('unshare', ['-rn', process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout) as { seen: unknown[]; families: number[]; routes: string };
+    expect(o.families).toEqual([4, 6]);
+    expect(o.seen).toEqual([
+      { family: 4, address: '203.0.113.7', port: 5432 },
+      { family: 6, address: '2001:db8::7', port: 443 },
+      // a direct connection to the listener: conntrack reports the listener itself
+      { family: 4, address: '127.0.0.1', port: 15003 },
+    ]);
+    expect(o.routes.trim()).toBe('');
+  });
+
   it('exempts the TCP destinations the runtime dials itself, and undoes everything when a rule fails', () => {
     // Run installRedirectRules in a namespace through the built package; the second call uses
     // an iptables wrapper that fails on the REDIRECT rule.
