@@ -2,7 +2,7 @@
 // Calls that may do block I/O (set/get policy) run on koffi's worker threads so the event loop,
 // which may carry the NFS traffic under the loop device, keeps running. Internal only.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import koffi from 'koffi';
 
 const FS_IOC_SET_ENCRYPTION_POLICY = 0x800c6613;
@@ -73,9 +73,13 @@ function ioctlAsync(fd: number, req: number, arg: Buffer): Promise<number> {
   });
 }
 
-function withDir<T>(dir: string, fn: (fd: number) => Promise<T>): Promise<T> {
-  const fd = openSync(dir, 'r');
-  return fn(fd).finally(() => closeSync(fd));
+async function withDir<T>(dir: string, fn: (fd: number) => Promise<T>): Promise<T> {
+  const fh = await open(dir, 'r');
+  try {
+    return await fn(fh.fd);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Sets a v1 policy (AES-256-XTS contents, AES-256-CTS names, 32-byte name padding) on an empty dir. */
@@ -112,21 +116,23 @@ export type KeyHandle =
  * visible to every process) or, on older kernels (4.14), a "logon" key `fscrypt:<descriptor>` in
  * this process's session keyring (inherited by the children it starts, i.e. the app).
  */
-export function addKey(mountRoot: string, key: Uint8Array): KeyHandle {
+export async function addKey(mountRoot: string, key: Uint8Array): Promise<KeyHandle> {
   const descriptor = keyDescriptor(key);
   const arg = Buffer.alloc(80 + key.length);
   arg.writeUInt32LE(FSCRYPT_KEY_SPEC_TYPE_DESCRIPTOR, 0);
   descriptor.copy(arg, 8);
   arg.writeUInt32LE(key.length, 40);
   Buffer.from(key).copy(arg, 80);
-  const fd = openSync(mountRoot, 'r');
+  // the ioctl itself does no block I/O (it only fills the filesystem's keyring): a direct call,
+  // so errno is ours to read
+  const fh = await open(mountRoot, 'r');
   let rc: number;
   let errno = 0;
   try {
-    rc = sys().ioctl(fd, FS_IOC_ADD_ENCRYPTION_KEY, arg);
+    rc = sys().ioctl(fh.fd, FS_IOC_ADD_ENCRYPTION_KEY, arg);
     if (rc !== 0) errno = koffi.errno();
   } finally {
-    closeSync(fd);
+    await fh.close();
     arg.fill(0);
   }
   if (rc === 0) return { kind: 'filesystem', mountRoot, descriptor };
@@ -155,7 +161,7 @@ export function addKey(mountRoot: string, key: Uint8Array): KeyHandle {
 }
 
 /** Forgets the key (best effort; the filesystem keyring also goes away at umount). */
-export function removeKey(h: KeyHandle): void {
+export async function removeKey(h: KeyHandle): Promise<void> {
   if (h.kind === 'keyring') {
     sys().keyctl(SYS_keyctl, KEYCTL_INVALIDATE, h.serial, 0);
     return;
@@ -164,12 +170,7 @@ export function removeKey(h: KeyHandle): void {
   arg.writeUInt32LE(FSCRYPT_KEY_SPEC_TYPE_DESCRIPTOR, 0);
   h.descriptor.copy(arg, 8);
   try {
-    const fd = openSync(h.mountRoot, 'r');
-    try {
-      sys().ioctl(fd, FS_IOC_REMOVE_ENCRYPTION_KEY, arg);
-    } finally {
-      closeSync(fd);
-    }
+    await withDir(h.mountRoot, (fd) => ioctlAsync(fd, FS_IOC_REMOVE_ENCRYPTION_KEY, arg));
   } catch {
     // already gone with the mount
   }

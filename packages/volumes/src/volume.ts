@@ -1,5 +1,17 @@
-import { closeSync, constants, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
-import { link, mkdir, readFile, rm, rmdir, stat, statfs, truncate, unlink } from 'node:fs/promises';
+// Only asynchronous file calls here: the enclave-side proxy carrying the NFS traffic may run in
+// this process, and a synchronous call on the share would block the event loop that forwards it.
+import {
+  link,
+  mkdir,
+  open,
+  readFile,
+  rm,
+  rmdir,
+  stat,
+  statfs,
+  truncate,
+  unlink,
+} from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { VolumeConfig } from './config.js';
 import { errorMessage, VolumeError, type VolumeErrorCode } from './errors.js';
@@ -65,11 +77,11 @@ async function unwind(stack: Undo[], logger: VolumeLogger, name: string): Promis
 }
 
 /** Reads the ext4 superblock: throws ERR_VOLUME_CORRUPT unless it is ext4 with the encrypt feature. */
-function checkSuperblock(v: VolumeConfig, image: string): void {
-  const fd = openSync(image, constants.O_RDONLY);
+async function checkSuperblock(v: VolumeConfig, image: string): Promise<void> {
+  const fh = await open(image, 'r');
   const sb = Buffer.alloc(1024);
   try {
-    const n = readSync(fd, sb, 0, 1024, 1024);
+    const { bytesRead: n } = await fh.read(sb, 0, 1024, 1024);
     if (n < 1024)
       throw fail(
         'ERR_VOLUME_CORRUPT',
@@ -78,7 +90,7 @@ function checkSuperblock(v: VolumeConfig, image: string): void {
         { path: image },
       );
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
   if (sb.readUInt16LE(56) !== EXT4_SUPER_MAGIC)
     throw fail(
@@ -114,25 +126,25 @@ async function exists(p: string): Promise<boolean> {
 /** Writes `data` to `path` only if `path` does not exist yet (temp file, fsync, link): never overwrites. */
 async function writeNew(path: string, data: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  const fh = await open(tmp, 'w', 0o600);
   try {
-    writeSync(fd, data);
-    fsyncSync(fd);
+    await fh.writeFile(data);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
   try {
     await link(tmp, path);
   } finally {
     await unlink(tmp).catch(() => {});
   }
-  const dfd = openSync(dirname(path), constants.O_RDONLY);
+  const dh = await open(dirname(path), 'r');
   try {
-    fsyncSync(dfd);
+    await dh.sync();
   } catch {
     // some file systems refuse fsync on a directory
   } finally {
-    closeSync(dfd);
+    await dh.close();
   }
 }
 
@@ -157,8 +169,7 @@ async function createImage(
 ): Promise<void> {
   const partial = `${image}.partial`;
   await rm(partial, { force: true }); // ours: a first boot that died while formatting
-  const fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  closeSync(fd);
+  await (await open(partial, 'wx', 0o600)).close();
   try {
     await truncate(partial, size);
     const r = await run('mkfs.ext4', [
@@ -189,11 +200,11 @@ async function createImage(
           : `mkfs.ext4 on ${partial} failed: ${r.stderr.trim() || `exit ${r.code}`}`,
         { path: partial, cause: r.spawnError ?? r.stderr },
       );
-    const pfd = openSync(partial, constants.O_RDONLY);
+    const ph = await open(partial, 'r');
     try {
-      fsyncSync(pfd);
+      await ph.sync();
     } finally {
-      closeSync(pfd);
+      await ph.close();
     }
     await link(partial, image); // fails with EEXIST rather than replace an image
   } catch (err) {
@@ -373,7 +384,7 @@ export async function mountVolume(
           );
         const fresh = !haveImage;
         if (fresh) await createImage(v, image, enc.size, logger);
-        checkSuperblock(v, image);
+        await checkSuperblock(v, image);
         if (loopDevicesFor(image).length > 0)
           throw fail(
             'ERR_VOLUME_ALREADY_MOUNTED',
@@ -387,7 +398,7 @@ export async function mountVolume(
         stack.push({ what: `umount ${fsDir}`, run: () => syncAndUnmount(fsDir, v.name) });
         let handle: KeyHandle;
         try {
-          handle = addKey(fsDir, key);
+          handle = await addKey(fsDir, key);
         } catch (err) {
           throw fail(
             'ERR_VOLUME_UNSUPPORTED',
@@ -396,7 +407,7 @@ export async function mountVolume(
             { cause: err },
           );
         }
-        stack.push({ what: 'remove the fscrypt key', run: async () => removeKey(handle) });
+        stack.push({ what: 'remove the fscrypt key', run: () => removeKey(handle) });
         const dataDir = join(fsDir, 'data');
         const want = keyDescriptor(key);
         if (fresh) {

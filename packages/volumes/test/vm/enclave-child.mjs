@@ -1,0 +1,103 @@
+// One "enclave boot" for the VM suite: its own process (fresh keys, NSM state and NFS route),
+// like ee-enclave run: enclave-side route TCP -> vsock, mount the volume, run one action as the
+// app would, then sync + unmount. Reads its job as JSON from EE_VOLUME_JOB; prints JSON lines.
+import { createHash } from 'node:crypto';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AttestedKmsClient } from '@enclave-extras/kms';
+import { NsmClient, NsmSimulator } from '@enclave-extras/nsm';
+import { createRoute } from '@enclave-extras/proxy';
+import { kmsDataKeys, mountVolume, volumeSchema } from '../../dist/index.js';
+
+const job = JSON.parse(process.env.EE_VOLUME_JOB ?? '{}');
+const say = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
+
+/** Deterministic content for file i (so the reader can check it without the writer). */
+export function content(seed, size) {
+  const out = Buffer.alloc(size);
+  let block = createHash('sha256').update(seed).digest();
+  for (let at = 0; at < size; at += block.length) {
+    block.copy(out, at);
+    block = createHash('sha256').update(block).digest();
+  }
+  return out;
+}
+
+async function writeSynced(path, data) {
+  const fh = await open(path, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function step(i, st) {
+  const v = volumeSchema.parse(st.volume);
+  let dataKeys;
+  if (st.kms) {
+    const sim = new NsmSimulator({ stateDir: st.kms.nsmState, pcrs: { 0: st.kms.pcr0 } });
+    const nsm = await NsmClient.open({ transport: sim });
+    const kms = new AttestedKmsClient({
+      endpoint: st.kms.endpoint,
+      region: 'us-east-1',
+      credentials: st.kms.credentials,
+      attestation: { nsm },
+    });
+    dataKeys = () =>
+      kmsDataKeys({
+        kms,
+        keyId: st.kms.keyId,
+        encryptionContext: { 'enclave-extras:volume': v.name },
+      });
+  }
+  const volume = await mountVolume(v, { dataKeys, stateDir: st.stateDir ?? job.stateDir });
+  say({ step: i, mounted: v.mountPoint });
+  try {
+    const a = st.action;
+    if (a.kind === 'write') {
+      for (const f of a.files)
+        await writeSynced(
+          join(v.mountPoint, f.name),
+          f.text !== undefined ? Buffer.from(f.text) : content(f.seed, f.size),
+        );
+      say({ step: i, wrote: a.files.length });
+    } else if (a.kind === 'read') {
+      const got = {};
+      for (const name of a.names)
+        got[name] = createHash('sha256')
+          .update(await readFile(join(v.mountPoint, name)))
+          .digest('hex');
+      say({ step: i, read: got });
+    } else if (a.kind === 'writeLoop') {
+      // the app keeps writing; each file is fsync'd before it is announced
+      for (let n = 0; ; n++) {
+        await writeSynced(join(v.mountPoint, `f${n}`), content(`loop-${n}`, a.size));
+        say({ step: i, synced: n });
+      }
+    }
+  } finally {
+    await volume.unmount();
+  }
+  say({ step: i, unmounted: true });
+}
+
+const route = createRoute({
+  name: 'nfs-enclave',
+  listen: job.listen,
+  dial: job.dial,
+  dialRetries: { attempts: 3, delayMs: 50 },
+});
+await route.start();
+let failed = 0;
+for (const [i, st] of job.steps.entries()) {
+  try {
+    await step(i, st);
+  } catch (err) {
+    failed++;
+    say({ step: i, error: err.code ?? 'ERR_UNKNOWN', message: err.message });
+  }
+}
+await route.close({ drain: false });
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,398 @@
+// Runs inside ../shared/tools/vsock-vm only (pnpm test:vm): the VM's kernel NFS server exports a
+// tmpfs (the parent's disk), NFS travels over real AF_VSOCK through our two proxies (parent route
+// here, enclave route in each "boot" = one child process, test/vm/enclave-child.mjs), the
+// kernel's NFS client, loop devices, ext4 and fscrypt do the rest. KMS is the local attested KMS
+// with a key whose policy pins PCR0; the enclaves attest with the NSM simulator.
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  CreateKeyCommand,
+  GenerateDataKeyWithoutPlaintextCommand,
+  KMSClient,
+} from '@aws-sdk/client-kms';
+import { recipientAttestationPolicy } from '@enclave-extras/kms';
+import { createLocalKms, type LocalKms } from '@enclave-extras/kms/local';
+import { NsmSimulator } from '@enclave-extras/nsm';
+import { createRoute, type Route } from '@enclave-extras/proxy';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const inVm = process.env.VSOCK_VM === '1';
+const execFileAsync = promisify(execFile);
+const EXPORT = '/srv/ee-export';
+const STATE = '/run/ee-volumes-test';
+const VPORT = 22049;
+const ENCLAVE_LISTEN = 'tcp:127.0.0.2:12049';
+const SERVER = { host: '127.0.0.2', port: 12049 };
+const CREDS = { accessKeyId: 'AKIDVOLUMES', secretAccessKey: 'volumes-secret' };
+const GOOD_PCR0 = 'a1'.repeat(48);
+const BAD_PCR0 = 'b2'.repeat(48);
+const MARKER = 'MARKER-7f3c1e9a-only-the-enclave-may-read-this';
+const SECRET_NAME = 'secret-name-q7x.txt';
+const CHILD = new URL('./enclave-child.mjs', import.meta.url).pathname;
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+function content(seed: string, size: number): Buffer {
+  const out = Buffer.alloc(size);
+  let block = createHash('sha256').update(seed).digest();
+  for (let at = 0; at < size; at += block.length) {
+    block.copy(out, at);
+    block = createHash('sha256').update(block).digest();
+  }
+  return out;
+}
+
+/** Mounts and loop devices the tests may leave behind (must stay empty between boots). */
+function leftovers(): string[] {
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith('/mnt/ee-') || m.startsWith(STATE));
+  const loops = readdirSync('/sys/block')
+    .filter((n) => n.startsWith('loop'))
+    .flatMap((n) => {
+      try {
+        return [readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim()];
+      } catch {
+        return [];
+      }
+    });
+  return [...mounts, ...loops];
+}
+
+interface Boot {
+  code: number | null;
+  lines: Record<string, unknown>[];
+}
+
+function boot(
+  job: Record<string, unknown>,
+  onLine?: (l: Record<string, unknown>, child: ChildProcess) => void,
+): Promise<Boot> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CHILD], {
+      env: {
+        ...process.env,
+        EE_VOLUME_JOB: JSON.stringify({
+          listen: ENCLAVE_LISTEN,
+          dial: `vsock:1:${VPORT}`,
+          stateDir: STATE,
+          ...job,
+        }),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines: Record<string, unknown>[] = [];
+    let buf = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const l = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
+        buf = buf.slice(i + 1);
+        lines.push(l);
+        process.stderr.write(`volumes vm: ${JSON.stringify(l)}\n`);
+        onLine?.(l, child);
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, lines }));
+  });
+}
+
+/** Everything one step of a boot said, merged (mounted, wrote/read/synced, unmounted or error). */
+const at = (b: Boot, step: number) =>
+  Object.assign({}, ...b.lines.filter((l) => l.step === step)) as Record<string, unknown>;
+const noSteps = (b: Boot) => b.lines.filter((l) => l.step === undefined);
+
+describe.skipIf(!inVm)(
+  'volumes over real vsock, kernel NFS, loop, ext4 and fscrypt (vsock-vm)',
+  () => {
+    let parentRoute: Route;
+    let kms: LocalKms;
+    let keyId: string;
+    let nsmState: string;
+    let endpoint: string;
+    const kmsJob = (pcr0: string) => ({ endpoint, keyId, credentials: CREDS, nsmState, pcr0 });
+    const plain = {
+      name: 'plain',
+      mountPoint: '/mnt/ee-plain',
+      createMountPoint: true,
+      server: SERVER,
+    };
+    const vault = (image = 'vault.img', mountPoint = '/mnt/ee-vault') => ({
+      name: 'vault',
+      mountPoint,
+      createMountPoint: true,
+      server: SERVER,
+      encryption: { size: '64MiB', keyId, image },
+    });
+
+    beforeAll(async () => {
+      // the parent: a kernel NFS server exporting a 512 MiB tmpfs to 127.0.0.1 only
+      execFileSync(
+        'bash',
+        [
+          '-ec',
+          `mkdir -p /proc/fs/nfsd ${EXPORT} /var/lib/nfs/v4recovery
+         mountpoint -q /proc/fs/nfsd || mount -t nfsd nfsd /proc/fs/nfsd
+         mount -t tmpfs -o size=512m tmpfs ${EXPORT}
+         echo 10 > /proc/fs/nfsd/nfsv4leasetime; echo 10 > /proc/fs/nfsd/nfsv4gracetime
+         echo "${EXPORT} 127.0.0.1(rw,sync,insecure,no_root_squash,no_subtree_check,fsid=0)" > /etc/exports
+         exportfs -ra
+         rpc.mountd -N 3 --no-udp
+         rpc.nfsd -N 3 --no-udp 4`,
+        ],
+        { stdio: 'inherit' },
+      );
+      parentRoute = createRoute({
+        name: 'nfs-parent',
+        listen: `vsock:any:${VPORT}`,
+        dial: 'tcp:127.0.0.1:2049',
+      });
+      await parentRoute.start();
+      nsmState = mkdtempSync('/tmp/ee-volumes-nsm-');
+      const sim = new NsmSimulator({ stateDir: nsmState });
+      kms = await createLocalKms({
+        dataDir: mkdtempSync('/tmp/ee-volumes-kms-'),
+        credentials: [CREDS],
+        roots: [(await sim.devRoot()).pem],
+      });
+      endpoint = await kms.listen();
+      const admin = new KMSClient({ endpoint, region: 'us-east-1', credentials: CREDS });
+      const policy = recipientAttestationPolicy({
+        accountId: '111122223333',
+        pcrs: { 0: GOOD_PCR0 },
+      });
+      const { KeyMetadata } = await admin.send(
+        new CreateKeyCommand({ Policy: JSON.stringify(policy) }),
+      );
+      keyId = KeyMetadata?.KeyId ?? '';
+    });
+
+    afterAll(async () => {
+      await parentRoute?.close({ drain: false });
+      await kms?.close();
+    });
+
+    const big = content('plain-big', 3 * 1024 * 1024 + 17);
+    const vaultText = `${MARKER}\n`.repeat(2000);
+    const vaultBig = content('vault-big', 2 * 1024 * 1024);
+
+    it('restart round trip: plain NFS and an encrypted volume written in one boot, read back byte for byte in the next; the parent holds only ciphertext of the encrypted one', async () => {
+      const first = await boot({
+        steps: [
+          {
+            volume: plain,
+            action: {
+              kind: 'write',
+              files: [
+                { name: 'big.bin', seed: 'plain-big', size: big.length },
+                { name: 'marker.txt', text: MARKER },
+              ],
+            },
+          },
+          {
+            volume: vault(),
+            kms: kmsJob(GOOD_PCR0),
+            action: {
+              kind: 'write',
+              files: [
+                { name: SECRET_NAME, text: vaultText },
+                { name: 'big.bin', seed: 'vault-big', size: vaultBig.length },
+              ],
+            },
+          },
+        ],
+      });
+      expect(noSteps(first)).toEqual([]);
+      expect(at(first, 0)).toEqual({
+        step: 0,
+        mounted: '/mnt/ee-plain',
+        wrote: 2,
+        unmounted: true,
+      });
+      expect(at(first, 1)).toEqual({
+        step: 1,
+        mounted: '/mnt/ee-vault',
+        wrote: 2,
+        unmounted: true,
+      });
+      expect(first.code).toBe(0);
+      expect(leftovers()).toEqual([]);
+      // plain: the parent holds the plaintext (so the marker search below can find what is there)
+      expect(readFileSync(join(EXPORT, 'marker.txt'), 'utf8')).toBe(MARKER);
+      expect(sha(readFileSync(join(EXPORT, 'big.bin')))).toBe(sha(big));
+      // encrypted: an image and a key blob beside it, neither contents nor names readable
+      const image = readFileSync(join(EXPORT, 'vault.img'));
+      expect(image.length).toBe(64 * 1024 * 1024);
+      expect(image.indexOf(MARKER)).toBe(-1);
+      expect(image.indexOf(SECRET_NAME)).toBe(-1);
+      expect(image.indexOf(vaultBig.subarray(0, 64))).toBe(-1);
+      expect(statSync(join(EXPORT, 'vault.img.key')).size).toBeGreaterThan(64);
+
+      const second = await boot({
+        steps: [
+          { volume: plain, action: { kind: 'read', names: ['big.bin', 'marker.txt'] } },
+          {
+            volume: vault(),
+            kms: kmsJob(GOOD_PCR0),
+            action: { kind: 'read', names: [SECRET_NAME, 'big.bin'] },
+          },
+        ],
+      });
+      expect(second.code).toBe(0);
+      expect(at(second, 0).read).toEqual({
+        'big.bin': sha(big),
+        'marker.txt': sha(Buffer.from(MARKER)),
+      });
+      expect(at(second, 1).read).toEqual({
+        [SECRET_NAME]: sha(Buffer.from(vaultText)),
+        'big.bin': sha(vaultBig),
+      });
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+
+    it('an enclave with another PCR0 is refused by KMS and exits without touching the volume', async () => {
+      const files = () => [
+        sha(readFileSync(join(EXPORT, 'vault.img'))),
+        sha(readFileSync(join(EXPORT, 'vault.img.key'))),
+        statSync(join(EXPORT, 'vault.img')).mtimeMs,
+        statSync(join(EXPORT, 'vault.img.key')).mtimeMs,
+      ];
+      const before = files();
+      const bad = await boot({
+        steps: [
+          {
+            volume: vault(),
+            kms: kmsJob(BAD_PCR0),
+            action: { kind: 'read', names: [SECRET_NAME] },
+          },
+        ],
+      });
+      expect(bad.code).toBe(1);
+      expect(at(bad, 0)).toMatchObject({ error: 'ERR_VOLUME_KEY_REFUSED' });
+      expect(String(at(bad, 0).message)).toMatch(/AccessDenied|not authori[sz]ed|denied/i);
+      expect(at(bad, 0).mounted).toBeUndefined();
+      expect(leftovers()).toEqual([]);
+      expect(files()).toEqual(before);
+    }, 300_000);
+
+    it('bad input before the app starts (wrong key, corrupt header, full disk, already mounted) leaves nothing mounted; the right enclave opens the volume again', async () => {
+      // wrong key: a valid blob of another data key under the same KMS key, beside a copy of the image
+      const admin = new KMSClient({ endpoint, region: 'us-east-1', credentials: CREDS });
+      const other = await admin.send(
+        new GenerateDataKeyWithoutPlaintextCommand({
+          KeyId: keyId,
+          NumberOfBytes: 64,
+          EncryptionContext: { 'enclave-extras:volume': 'vault' },
+        }),
+      );
+      copyFileSync(join(EXPORT, 'vault.img'), join(EXPORT, 'wrong.img'));
+      writeFileSync(join(EXPORT, 'wrong.img.key'), other.CiphertextBlob ?? new Uint8Array());
+      // corrupt header: the superblock magic of a copy zeroed
+      const img = readFileSync(join(EXPORT, 'vault.img'));
+      img.writeUInt16LE(0, 1024 + 56);
+      writeFileSync(join(EXPORT, 'corrupt.img'), img);
+      copyFileSync(join(EXPORT, 'vault.img.key'), join(EXPORT, 'corrupt.img.key'));
+      // already mounted: something else holds the mount point
+      execFileSync('mkdir', ['-p', '/mnt/ee-busy']);
+      execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', '/mnt/ee-busy']);
+      let b: Boot;
+      try {
+        const k = kmsJob(GOOD_PCR0);
+        b = await boot({
+          steps: [
+            { volume: vault('wrong.img'), kms: k, action: { kind: 'read', names: [] } },
+            { volume: vault('corrupt.img'), kms: k, action: { kind: 'read', names: [] } },
+            {
+              volume: {
+                ...vault('huge.img'),
+                encryption: { size: '4GiB', keyId, image: 'huge.img' },
+              },
+              kms: k,
+              action: { kind: 'read', names: [] },
+            },
+            {
+              volume: vault('vault.img', '/mnt/ee-busy'),
+              kms: k,
+              action: { kind: 'read', names: [] },
+            },
+            { volume: vault(), kms: k, action: { kind: 'read', names: [SECRET_NAME] } },
+          ],
+        });
+      } finally {
+        execFileSync('umount', ['/mnt/ee-busy']);
+      }
+      expect(at(b, 0)).toMatchObject({ error: 'ERR_VOLUME_WRONG_KEY' });
+      expect(at(b, 1)).toMatchObject({ error: 'ERR_VOLUME_CORRUPT' });
+      expect(sha(readFileSync(join(EXPORT, 'corrupt.img')))).toBe(sha(img));
+      expect(at(b, 2)).toMatchObject({ error: 'ERR_VOLUME_NO_SPACE' });
+      expect(existsSync(join(EXPORT, 'huge.img'))).toBe(false);
+      expect(existsSync(join(EXPORT, 'huge.img.key'))).toBe(false);
+      expect(at(b, 3)).toMatchObject({ error: 'ERR_VOLUME_ALREADY_MOUNTED' });
+      for (const i of [0, 1, 2, 3]) expect(at(b, i).mounted).toBeUndefined();
+      expect(at(b, 4).read).toEqual({ [SECRET_NAME]: sha(Buffer.from(vaultText)) });
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+
+    it('killed mid-write: the image as the parent holds it mounts (journal replay) with every fsynced file intact', async () => {
+      const size = 256 * 1024;
+      let killedAfter = -1;
+      const run = await boot(
+        {
+          steps: [{ volume: vault(), kms: kmsJob(GOOD_PCR0), action: { kind: 'writeLoop', size } }],
+        },
+        (l, child) => {
+          if (typeof l.synced === 'number' && l.synced >= 4 && killedAfter < 0) {
+            killedAfter = l.synced;
+            child.kill('SIGKILL'); // the enclave dies: its proxy too, so nothing more reaches the parent
+          }
+        },
+      );
+      expect(run.code).toBe(null);
+      expect(killedAfter).toBeGreaterThanOrEqual(4);
+      // what the parent holds at the moment of the crash
+      execFileSync('cp', ['--sparse=always', join(EXPORT, 'vault.img'), join(EXPORT, 'crash.img')]);
+      copyFileSync(join(EXPORT, 'vault.img.key'), join(EXPORT, 'crash.img.key'));
+      const names = Array.from({ length: killedAfter + 1 }, (_, i) => `f${i}`);
+      const r = await boot({
+        steps: [
+          {
+            volume: vault('crash.img', '/mnt/ee-crash'),
+            stateDir: `${STATE}-2`,
+            kms: kmsJob(GOOD_PCR0),
+            action: { kind: 'read', names },
+          },
+        ],
+      });
+      expect(at(r, 0)).toMatchObject({ mounted: '/mnt/ee-crash', unmounted: true });
+      expect(at(r, 0).read).toEqual(
+        Object.fromEntries(names.map((n, i) => [n, sha(content(`loop-${i}`, size))])),
+      );
+      // the dead enclave's mounts: let its NFS client reconnect, then take them down
+      const revive = createRoute({
+        name: 'revive',
+        listen: ENCLAVE_LISTEN,
+        dial: `vsock:1:${VPORT}`,
+      });
+      await revive.start();
+      try {
+        for (const m of ['/mnt/ee-vault', `${STATE}/vault/fs`, `${STATE}/vault/nfs`])
+          await execFileAsync('umount', [m]);
+      } finally {
+        await revive.close({ drain: false });
+      }
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+  },
+);
