@@ -26,7 +26,8 @@
 //                                                   around it are dropped)
 //                                                   appears in its output while it runs; then stopped
 // `text` blocks (output listings) are not code: they are counted and listed, not run.
-// Ends with `readme-examples: N passed, M failed, K skipped`; exit 1 when any block failed.
+// Ends with `readme-examples: N ok, M not ok, K skipped`; exit 1 when any block failed.
+// --report FILE also writes the results as a vitest-shaped JSON report (pnpm test's summary).
 import { spawn } from 'node:child_process';
 import {
   existsSync,
@@ -238,15 +239,20 @@ if (missing.length) {
   process.exit(1);
 }
 
+const args = process.argv.slice(2);
+const reportAt = args.indexOf('--report');
+const reportFile = reportAt >= 0 ? resolve(args[reportAt + 1] ?? '') : undefined;
+if (reportAt >= 0) args.splice(reportAt, 2);
 const readmes = (
-  process.argv.length > 2
-    ? process.argv.slice(2).map((p) => resolve(p))
+  args.length > 0
+    ? args.map((p) => resolve(p))
     : ['packages', 'apps'].flatMap((g) =>
         readdirSync(join(root, g)).map((n) => join(root, g, n, 'README.md')),
       )
 ).filter((p) => existsSync(p));
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
+const assertionResults = [];
 let outputBlocks = 0;
 const base = mkdtempSync(join(tmpdir(), 'readme-examples-'));
 const t0 = Date.now();
@@ -268,6 +274,12 @@ for (const readme of readmes) {
       outputBlocks++;
       if (block.lang === '') {
         totals.failed++;
+        assertionResults.push({
+          ancestorTitles: [rel],
+          title: `line ${block.line}`,
+          status: 'failed',
+          failureMessages: ['a fence without a language: say ```text for output'],
+        });
         console.log(
           `FAIL ${rel}:${block.line} a fence without a language: say \`\`\`text for output`,
         );
@@ -277,6 +289,12 @@ for (const readme of readmes) {
     const t = Date.now();
     const r = await runBlock(block, work, env);
     totals[r.status]++;
+    assertionResults.push({
+      ancestorTitles: [rel],
+      title: `line ${block.line} (${block.lang})`,
+      status: r.status === 'skipped' ? 'pending' : r.status,
+      failureMessages: r.status === 'failed' ? [`${r.how}\n${r.output ?? ''}`] : [],
+    });
     const label = { passed: 'ok  ', failed: 'FAIL', skipped: 'SKIP' }[r.status];
     console.log(
       `${label} ${rel}:${block.line} (${block.lang}) ${r.how} [${((Date.now() - t) / 1000).toFixed(1)} s]`,
@@ -298,7 +316,26 @@ else rmSync(base, { recursive: true, force: true });
 console.log(
   `(${outputBlocks} output listings not run; ${((Date.now() - t0) / 1000).toFixed(0)} s)`,
 );
+// Worded unlike "N passed, N failed": pnpm test's closing line is the only one of that shape.
 console.log(
-  `readme-examples: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`,
+  `readme-examples: ${totals.passed} ok, ${totals.failed} not ok, ${totals.skipped} skipped`,
 );
+if (reportFile) {
+  writeFileSync(
+    reportFile,
+    JSON.stringify({
+      numPassedTests: totals.passed,
+      numFailedTests: totals.failed,
+      numPendingTests: totals.skipped,
+      success: totals.failed === 0,
+      testResults: [
+        {
+          name: 'README code blocks',
+          status: totals.failed ? 'failed' : 'passed',
+          assertionResults,
+        },
+      ],
+    }),
+  );
+}
 process.exit(totals.failed > 0 ? 1 : 0);

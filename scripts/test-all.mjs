@@ -20,7 +20,7 @@ const baseEnv = { ...process.env, TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '
 const dirs = ['packages', 'apps'].flatMap((d) =>
   readdirSync(join(root, d)).map((n) => join(root, d, n)),
 );
-const reportRe = /^\.vitest(-vm)?-report(\.node(\d+))?\.json$/;
+const reportRe = /^\.(vitest|vitest-vm|readme-examples)-report(\.node(\d+))?\.json$/;
 
 function run(cmd, args, env) {
   console.log(`\n$ ${cmd} ${args.join(' ')}   (node ${env.EE_NODE_VERSION})`);
@@ -37,7 +37,7 @@ function keepReports(major, kind) {
   }
 }
 
-for (const d of dirs) {
+for (const d of [root, ...dirs]) {
   if (!existsSync(d)) continue;
   for (const f of readdirSync(d)) if (reportRe.test(f)) rmSync(join(d, f), { force: true });
 }
@@ -191,24 +191,22 @@ const failures = [];
 // biome-ignore lint/suspicious/noControlCharactersInRegex: strips ANSI colours from messages
 const plain = (t) => t.replace(/\u001b\[[0-9;]*m/g, '');
 console.log('\n== test summary ==');
-for (const d of dirs) {
+for (const d of [...dirs, root]) {
   if (!existsSync(d)) continue;
   const files = readdirSync(d)
     .map((f) => ({ f, m: reportRe.exec(f) }))
     .filter((x) => x.m?.[3])
-    .sort(
-      (a, b) =>
-        Number(Boolean(a.m[1])) - Number(Boolean(b.m[1])) || Number(a.m[3]) - Number(b.m[3]),
-    );
+    .sort((a, b) => a.m[1].localeCompare(b.m[1]) || Number(a.m[3]) - Number(b.m[3]));
   for (const { f, m } of files) {
     const j = JSON.parse(readFileSync(join(d, f), 'utf8'));
     const skipped = (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0);
     totals.passed += j.numPassedTests;
     totals.failed += j.numFailedTests;
     totals.skipped += skipped;
-    const where = `${m[1] ? 'vm' : 'unit'} node${m[3]}`;
+    const kind = { vitest: 'unit', 'vitest-vm': 'vm', 'readme-examples': 'blocks' }[m[1]];
+    const where = `${kind} node${m[3]}`;
     console.log(
-      `${relative(root, d).padEnd(22)} ${where.padEnd(12)} ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${skipped} skipped`,
+      `${(relative(root, d) || 'README examples').padEnd(22)} ${where.padEnd(12)} ${j.numPassedTests} passed, ${j.numFailedTests} failed, ${skipped} skipped`,
     );
     // Each top-level describe block with its counts, so the log shows which suites ran where
     // (e.g. the same NSM behaviour suite against the simulator and against the real /dev/nsm).
