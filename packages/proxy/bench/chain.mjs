@@ -1,12 +1,15 @@
 // Two-hop chain benchmark: client -> TCP -> proxy A -> middle link -> proxy B -> TCP -> server.
 // Ours (one Node process per proxy) vs the same chain built from two forking socats (-t 30 so
-// socat keeps the other direction open after a half-close, as ours does).
-// Prints a table of ratios measured in this one run. Usage:
-//   node bench/chain.mjs [--middle unix|vsock] [--scale 1]
-// --middle vsock needs real AF_VSOCK loopback (run it inside ../shared/tools/vsock-vm; see
-// `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload.
+// socat keeps the other direction open after a half-close, as ours does), and vs the client
+// talking to the server directly over TCP loopback. Prints a table of ratios measured in this
+// one run (issue 16's targets). Usage:
+//   node bench/chain.mjs [--middle emulated|unix|vsock] [--scale 1]
+// Host default: --middle emulated, our chain over the vsock emulation (Unix sockets in a temp
+// dir, as `ee-enclave run --vsock-dir` -> `ee-parent run --vsock-dir` use it), socat over a plain
+// Unix socket. --middle vsock needs real AF_VSOCK loopback (run it inside ../shared/tools/vsock-vm;
+// see `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload.
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,13 +18,15 @@ const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : def;
 };
-const middle = arg('middle', 'unix');
+const middle = arg('middle', 'emulated');
 const scale = Number(arg('scale', process.env.BENCH_SCALE ?? '1'));
 const MB = 1024 * 1024;
 const sizes = {
   single: Math.max(1, Math.round(256 * scale)) * MB,
   multi: Math.max(1, Math.round(64 * scale)) * MB, // per stream, 8 streams
   conns: Math.max(200, Math.round(2000 * scale)),
+  seqConns: Math.max(100, Math.round(1000 * scale)),
+  pings: Math.max(200, Math.round(2000 * scale)),
   idle: 1000,
 };
 const say = (s) => process.stdout.write(`${s}\n`);
@@ -35,10 +40,18 @@ if (spawnSync('socat', ['-V']).status !== 0) {
 const counters = new Map();
 const target = net.createServer({ allowHalfOpen: true }, (s) => {
   let n = 0;
+  let echo = false;
+  s.setNoDelay(true);
   s.on('data', (d) => {
     n += d.length;
     if (n === 1 && d[0] === 0x70) s.end('x'); // "p": connection-rate probe
     if (n === 1 && d[0] === 0x69) s.write('i'); // "i": idle connection, answered once, kept open
+    if (echo) s.write(d);
+    else if (n === d.length && d[0] === 0x65) {
+      // "e" first: every later byte is echoed (request/response latency)
+      echo = true;
+      if (d.length > 1) s.write(d.subarray(1));
+    }
   });
   s.on('end', () => {
     if (!s.writableEnded) s.end(String(n));
@@ -85,13 +98,18 @@ async function waitConnectable(port) {
   throw new Error(`port ${port} never listened`);
 }
 
+const vsockDir = mkdtempSync(join(tmpdir(), 'ee-bench-vsock-'));
 async function startOurs() {
   const mid =
-    middle === 'vsock'
-      ? String(20000 + Math.floor(Math.random() * 20000))
-      : join(tmpdir(), `ee-bench-ours-${process.pid}.sock`);
+    middle === 'unix'
+      ? join(vsockDir, 'mid.sock')
+      : String(20000 + Math.floor(Math.random() * 20000));
   const script = new URL('./our-chain.mjs', import.meta.url).pathname;
-  const opts = { stdio: ['ignore', 'pipe', 'inherit'] };
+  const opts = {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env:
+      middle === 'emulated' ? { ...process.env, ENCLAVE_EXTRAS_VSOCK_DIR: vsockDir } : process.env,
+  };
   const b = spawn(process.execPath, [script, 'B', middle, mid, String(targetPort)], opts);
   await waitLine(b);
   const a = spawn(process.execPath, [script, 'A', middle, mid], opts);
@@ -237,6 +255,35 @@ async function connRate(label, port, total, concurrency = 16) {
   return ok / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
+/** p50/p99 (µs) of a 1-byte request/response on one open connection (the server echoes). */
+function latency(port, rounds) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    const times = [];
+    let t = 0n;
+    const ping = () => {
+      t = process.hrtime.bigint();
+      s.write('q');
+    };
+    s.once('connect', () => s.write('e'));
+    let warm = 50;
+    s.on('data', (d) => {
+      for (let k = 0; k < d.length; k++) {
+        if (warm > 0) warm--;
+        else times.push(Number(process.hrtime.bigint() - t) / 1000);
+      }
+      if (times.length >= rounds) {
+        s.destroy();
+        times.sort((a, b) => a - b);
+        const q = (f) => times[Math.min(times.length - 1, Math.floor(f * times.length))];
+        resolve({ p50: q(0.5), p99: q(0.99) });
+      } else ping();
+    });
+    s.once('error', reject);
+    s.once('connect', ping);
+  });
+}
+
 function rssKiB(pid) {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -246,8 +293,7 @@ function rssKiB(pid) {
   }
 }
 
-let idleMaxMiB = 0;
-
+/** RSS (MiB) of each process of `chain` with `n` idle connections open end to end. */
 async function idleRss(chain, n) {
   const socks = [];
   for (let i = 0; i < n; i += 50) {
@@ -269,12 +315,10 @@ async function idleRss(chain, n) {
     );
   }
   await new Promise((r) => setTimeout(r, 500));
-  const each = chain.pids().map((p) => rssKiB(p));
-  idleMaxMiB = Math.max(...each) / 1024;
-  const kib = each.reduce((a, b) => a + b, 0);
+  const each = chain.pids().map((p) => rssKiB(p) / 1024);
   for (const s of socks) s.destroy();
   await new Promise((r) => setTimeout(r, 300));
-  return kib / 1024;
+  return each;
 }
 
 const t0 = Date.now();
@@ -299,55 +343,153 @@ async function measure(label, start) {
     progress(label, `1 stream ${single.toFixed(1)} MiB/s`);
     const multi = await throughput(chain.port, 8, sizes.multi);
     progress(label, `8 streams ${multi.toFixed(1)} MiB/s`);
-    const conns = await connRate(label, chain.port, sizes.conns);
-    progress(label, `${conns.toFixed(0)} connections/s (${dropped.get(label)} dropped)`);
-    return { chain, r: { single, multi, conns } };
+    const seq = await connRate(`${label}-seq`, chain.port, sizes.seqConns, 1);
+    progress(label, `${seq.toFixed(0)} sequential connections/s`);
+    const conns = await connRate(label, chain.port, sizes.conns, 16);
+    progress(label, `${conns.toFixed(0)} connections/s 16 at a time`);
+    const lat = await latency(chain.port, sizes.pings);
+    progress(label, `1-byte round trip p50 ${lat.p50.toFixed(0)} µs, p99 ${lat.p99.toFixed(0)} µs`);
+    return { chain, r: { single, multi, seq, conns, lat } };
   } catch (err) {
     chain.stop();
     throw err;
   }
 }
 
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+const loadBefore = load();
 say(
-  `two-hop chain TCP -> proxy A -> ${middle === 'vsock' ? 'vsock (CID 1 loopback)' : 'Unix socket'} -> proxy B -> TCP (scale ${scale})`,
+  `two-hop chain TCP -> proxy A -> ${middle === 'vsock' ? 'vsock (CID 1 loopback)' : middle === 'emulated' ? 'vsock emulation (Unix sockets; socat: a Unix socket)' : 'Unix socket'} -> proxy B -> TCP (scale ${scale}, load average ${loadBefore})`,
 );
+const direct = await measure('direct', async () => ({
+  port: targetPort,
+  pids: () => [],
+  stop: () => {},
+}));
 const socat = await measure('socat', startSocat);
 socat.chain.stop();
 const ours = await measure('ours', startOurs);
 ours.chain.stop();
 // RSS on a fresh pair of processes (the bulk runs above leave freed buffers in RSS)
 const fresh = await startOurs();
-await new Promise((r) => setTimeout(r, 300));
-const rssIdle0 = fresh.pids().reduce((a, p) => a + rssKiB(p), 0) / 1024;
-const rssOurs = await idleRss(fresh, sizes.idle); // both proxy processes together
+await new Promise((r) => setTimeout(r, 500));
+const rest = fresh.pids().map((p) => rssKiB(p) / 1024);
+const idle = await idleRss(fresh, sizes.idle);
 fresh.stop();
 target.close();
+rmSync(vsockDir, { recursive: true, force: true });
 
-const fmt = (x, d = 1) => x.toFixed(d).padStart(10);
-const row = (name, a, b, unit) =>
-  say(`| ${name.padEnd(40)} | ${fmt(a)} | ${fmt(b)} | ${unit.padEnd(6)} | ${fmt(b / a, 2)}x |`);
+const sum = (a) => a.reduce((x, y) => x + y, 0);
+const D = direct.r;
+const S = socat.r;
+const O = ours.r;
+const cell = (x, d = 1) => (typeof x === 'number' ? x.toFixed(d) : x).padStart(10);
+const verdict = (ok) => (ok ? 'met' : 'NOT met');
+const rows = [];
+const row = (name, d, s, o, unit, vsSocat, vsDirect, target) =>
+  rows.push(
+    `| ${name.padEnd(38)} | ${cell(d)} | ${cell(s)} | ${cell(o)} | ${unit.padEnd(6)} | ${vsSocat.padStart(10)} | ${vsDirect.padStart(11)} | ${target.padEnd(26)} |`,
+  );
+const x = (a, b) => `${(a / b).toFixed(2)}x`;
+row(
+  `bulk, 1 stream (${sizes.single / MB} MiB)`,
+  D.single,
+  S.single,
+  O.single,
+  'MiB/s',
+  x(O.single, S.single),
+  x(O.single, D.single),
+  `>=1.5x socat, >=0.4x direct: ${verdict(O.single >= 1.5 * S.single && O.single >= 0.4 * D.single)}`,
+);
+row(
+  `bulk, 8 streams (8x${sizes.multi / MB} MiB)`,
+  D.multi,
+  S.multi,
+  O.multi,
+  'MiB/s',
+  x(O.multi, S.multi),
+  x(O.multi, D.multi),
+  '',
+);
+row(
+  `sequential connections (${sizes.seqConns})`,
+  D.seq,
+  S.seq,
+  O.seq,
+  'conn/s',
+  x(O.seq, S.seq),
+  x(O.seq, D.seq),
+  `>=3x socat: ${verdict(O.seq >= 3 * S.seq)}`,
+);
+row(
+  `connections 16 at a time (${sizes.conns})`,
+  D.conns,
+  S.conns,
+  O.conns,
+  'conn/s',
+  x(O.conns, S.conns),
+  x(O.conns, D.conns),
+  `>=3x socat: ${verdict(O.conns >= 3 * S.conns)}`,
+);
+row(
+  '1-byte request/response p50',
+  D.lat.p50,
+  S.lat.p50,
+  O.lat.p50,
+  'µs',
+  x(O.lat.p50, S.lat.p50),
+  x(O.lat.p50, D.lat.p50),
+  'reported beside direct',
+);
+row(
+  '1-byte request/response p99',
+  D.lat.p99,
+  S.lat.p99,
+  O.lat.p99,
+  'µs',
+  x(O.lat.p99, S.lat.p99),
+  x(O.lat.p99, D.lat.p99),
+  '',
+);
+row(
+  'RSS at rest, proxy A / proxy B',
+  '-',
+  '-',
+  rest.map((v) => v.toFixed(0)).join(' / '),
+  'MiB',
+  '',
+  '',
+  `<=60 each: ${verdict(Math.max(...rest) <= 60)}`,
+);
+row(
+  `RSS, ${sizes.idle} idle connections, A / B`,
+  '-',
+  '-',
+  idle.map((v) => v.toFixed(0)).join(' / '),
+  'MiB',
+  '',
+  '',
+  `sum ${sum(idle).toFixed(0)} <=150: ${verdict(sum(idle) <= 150)}`,
+);
+const dropTotal = [...dropped].filter(([k]) => k.startsWith('ours')).reduce((a, [, v]) => a + v, 0);
+row(
+  'connections dropped by the chain',
+  dropped.get('direct') ?? 0,
+  (dropped.get('socat') ?? 0) + (dropped.get('socat-seq') ?? 0),
+  dropTotal,
+  'conns',
+  '',
+  '',
+  '',
+);
 say('');
 say(
-  `| ${'metric'.padEnd(40)} | ${'socat'.padStart(10)} | ${'ours'.padStart(10)} | unit   | ours/socat |`,
-);
-say(`|${'-'.repeat(42)}|${'-'.repeat(12)}|${'-'.repeat(12)}|--------|------------|`);
-row(`bulk throughput, 1 stream (${sizes.single / MB} MiB)`, socat.r.single, ours.r.single, 'MiB/s');
-row(`bulk throughput, 8 streams (8x${sizes.multi / MB} MiB)`, socat.r.multi, ours.r.multi, 'MiB/s');
-row(`new connections/s (${sizes.conns}, 16 at a time)`, socat.r.conns, ours.r.conns, 'conn/s');
-say(
-  `| ${`RSS of our 2 proxies, 0 conns`.padEnd(40)} | ${'-'.padStart(10)} | ${fmt(rssIdle0)} | MiB    |            |`,
+  `| ${'metric'.padEnd(38)} | ${'direct'.padStart(10)} | ${'socat'.padStart(10)} | ${'ours'.padStart(10)} | unit   | ours/socat | ours/direct | ${'target (issue 16)'.padEnd(26)} |`,
 );
 say(
-  `| ${`RSS of our 2 proxies, ${sizes.idle} idle conns`.padEnd(40)} | ${'-'.padStart(10)} | ${fmt(rssOurs)} | MiB    | target <= 150 |`,
+  `|${'-'.repeat(40)}|${'-'.repeat(12)}|${'-'.repeat(12)}|${'-'.repeat(12)}|--------|------------|-------------|${'-'.repeat(28)}|`,
 );
-say(
-  `| ${`RSS of the larger proxy process, ${sizes.idle} conns`.padEnd(40)} | ${'-'.padStart(10)} | ${fmt(idleMaxMiB)} | MiB    |            |`,
-);
-say(
-  `| ${'connections dropped by the chain'.padEnd(40)} | ${fmt(dropped.get('socat') ?? 0, 0)} | ${fmt(dropped.get('ours') ?? 0, 0)} | conns  |            |`,
-);
+for (const r of rows) say(r);
 say('');
-say(
-  'targets (issue 5): >= 1.5x socat throughput, >= 3x socat connections/s, RSS <= 150 MB at 1000 connections',
-);
+say(`load average before ${loadBefore}, after ${load()} (${(Date.now() - t0) / 1000} s)`);
 process.exit(0);

@@ -1,6 +1,6 @@
 import { describeEndpoint, type Endpoint, toEndpoint } from './endpoint.js';
 import { errorCode, errorMessage, ProxyError } from './errors.js';
-import { takeEndedTail } from './handshake.js';
+import { pipeOneWay } from './forward.js';
 import {
   DEFAULT_FD_RESERVE,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -485,8 +485,6 @@ export class Route {
           m.bytesDown += n;
           touch();
         });
-        inbound.resume();
-        outbound.resume();
       },
       (err: unknown) => {
         inbound.removeListener('close', onEarlyClose);
@@ -564,28 +562,6 @@ export async function withRetries<T>(
       wait = Math.min(maxDelay, wait * factor);
     }
   }
-}
-
-/** Copies src to dst with backpressure (pause on a full write buffer, resume on drain) and propagates EOF as a half-close. */
-function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
-  if (src.readableEnded) {
-    // EOF arrived while a handshake was read: forward what was left, then the half-close.
-    const tail = takeEndedTail(src);
-    if (tail && tail.length > 0) {
-      count(tail.length);
-      dst.write(tail);
-    }
-    dst.end();
-    return;
-  }
-  src.on('data', (chunk: Buffer) => {
-    count(chunk.length);
-    if (!dst.write(chunk)) src.pause();
-  });
-  dst.on('drain', () => src.resume());
-  src.once('end', () => {
-    if (!dst.destroyed) dst.end();
-  });
 }
 
 /** Creates a route (not started). */

@@ -1,0 +1,165 @@
+import net from 'node:net';
+import { takeEndedTail } from './handshake.js';
+import type { ProxySocket } from './transport.js';
+
+/** Bytes read at once per direction of a connection (Node's own stream reads are 64 KiB too). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Read buffers of finished connections, reused by new ones: a new connection does not allocate
+ * 2 x 64 KiB of external memory per direction (which, at thousands of connections per second,
+ * drives V8 into a full GC every few milliseconds). Bounded: at most this many stay (4 MiB).
+ */
+const POOL_MAX = 64;
+const pool: Buffer[] = [];
+function takeBuffer(): Buffer {
+  return pool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+}
+function giveBack(buf: Buffer | undefined): void {
+  if (buf && pool.length < POOL_MAX) pool.push(buf);
+}
+
+interface UserBufferKeys {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+/**
+ * The symbols under which net.Socket keeps its `onread` option (a reused read buffer and its
+ * callback). net.Socket accepts `onread` only when it creates the socket, so for accepted sockets
+ * the route sets the same fields Node's constructor sets; found by description on a throwaway
+ * socket so that a Node without them simply keeps the stream path.
+ */
+let keys: UserBufferKeys | null | undefined;
+function userBufferKeys(): UserBufferKeys | null {
+  if (keys !== undefined) return keys;
+  keys = null;
+  try {
+    // `onread` is a documented option of net.connect/new net.Socket (missing from @types/node's
+    // SocketConstructorOpts)
+    const probe = new net.Socket({
+      onread: { buffer: Buffer.alloc(1), callback: () => true },
+    } as net.SocketConstructorOpts);
+    const find = (d: string) =>
+      Object.getOwnPropertySymbols(probe).find((s) => s.description === d);
+    const buffer = find('kBuffer');
+    const callback = find('kBufferCb');
+    const generator = find('kBufferGen');
+    const p = probe as unknown as Record<symbol, unknown>;
+    if (
+      buffer &&
+      callback &&
+      generator &&
+      Buffer.isBuffer(p[buffer]) &&
+      typeof p[callback] === 'function' &&
+      typeof net.Socket.prototype.resume === 'function'
+    ) {
+      keys = { buffer, callback, generator };
+    }
+    probe.destroy();
+  } catch {
+    keys = null;
+  }
+  return keys;
+}
+
+interface StreamHandle {
+  useUserBuffer?(buf: Uint8Array): void;
+  reading?: boolean;
+}
+
+/**
+ * Copies src to dst with backpressure and propagates EOF as a half-close; `count` gets the size of
+ * every chunk. Starts reading src (which must be paused).
+ *
+ * Fast path (net.Socket with a libuv stream handle: TCP, Unix, vsock through pipe_wrap): src reads
+ * into a reused buffer (the `onread` mechanism of net.Socket) and each chunk is written to dst at
+ * once. A write the kernel took whole frees the buffer for the next read; one dst has to queue
+ * keeps it, reading stops (Node's readStop) and resumes when dst has written everything (at most
+ * two read buffers per direction, each of 64 KiB, allocated untouched). No per-read allocation and
+ * no Readable queue on the hot path. Otherwise: 'data' events, pause on a full write buffer,
+ * resume on drain.
+ */
+export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
+  if (src.readableEnded) {
+    // EOF arrived while a handshake was read: forward what was left, then the half-close.
+    const tail = takeEndedTail(src);
+    if (tail && tail.length > 0) {
+      count(tail.length);
+      dst.write(tail);
+    }
+    dst.end();
+    return;
+  }
+  src.once('end', () => {
+    if (!dst.destroyed) dst.end();
+  });
+  const k = userBufferKeys();
+  const handle = (src as unknown as { _handle?: StreamHandle | null })._handle;
+  if (k && src instanceof net.Socket && handle && typeof handle.useUserBuffer === 'function') {
+    const s = src as unknown as Record<symbol, unknown>;
+    let current: Buffer | undefined;
+    let spare: Buffer | undefined;
+    let held = 0; // writes still queued in dst
+    const release = (buf: Buffer | undefined) => {
+      held--;
+      if (buf) spare = buf;
+      if (held === 0 && !src.destroyed) src.resume();
+    };
+    /** Writes `chunk`; false when dst queued it (then `buf`, if given, stays dst's until written). */
+    const forward = (chunk: Buffer, buf: Buffer | undefined): boolean => {
+      let queued = false;
+      dst.write(chunk, () => {
+        if (queued) release(buf);
+      });
+      if (dst.writableLength === 0) return true;
+      queued = true;
+      held++;
+      return false;
+    };
+    const use = (buf: Buffer) => {
+      current = buf;
+      s[k.buffer] = buf;
+      handle.useUserBuffer?.(buf);
+    };
+    src.once('close', () => {
+      // the handle is closed: no read lands in these any more, and neither is held by a queued
+      // write (a held one was swapped out of `current`; released after this, it goes to the GC)
+      giveBack(current);
+      giveBack(spare);
+      current = undefined;
+      spare = undefined;
+    });
+    s[k.generator] = null;
+    s[k.callback] = (n: number, buf: Buffer): boolean => {
+      count(n);
+      if (forward(buf.subarray(0, n), buf)) return true;
+      // dst holds buf: the next read goes to the other buffer; stop reading until dst is done
+      use(spare ?? takeBuffer());
+      spare = undefined;
+      return false;
+    };
+    use(takeBuffer());
+    // bytes already in the stream's queue (over-read by a handshake, or read with the vsock
+    // emulation's preamble) go first
+    if (src.readableLength > 0) {
+      const queued = src.read() as Buffer | null;
+      if (queued && queued.length > 0) {
+        count(queued.length);
+        if (!forward(queued, undefined)) {
+          src.pause();
+          return;
+        }
+      }
+    }
+    src.resume();
+    return;
+  }
+  src.on('data', (chunk: Buffer) => {
+    count(chunk.length);
+    if (!dst.write(chunk)) src.pause();
+  });
+  dst.on('drain', () => src.resume());
+  src.resume();
+}
