@@ -4,6 +4,11 @@ import type { ProxySocket } from './transport.js';
 
 /** Bytes read at once per direction of a connection (Node's own stream reads are 64 KiB too). */
 const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * The first read buffer of a direction (from Node's shared 8 KiB slabs): an idle or chatty
+ * connection never costs a 64 KiB buffer; the first read that fills it moves it to a full one.
+ */
+const FIRST_READ_BYTES = 2048;
 
 /**
  * Read buffers of finished connections, reused by new ones: a new connection does not allocate
@@ -16,7 +21,7 @@ function takeBuffer(): Buffer {
   return pool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
 }
 function giveBack(buf: Buffer | undefined): void {
-  if (buf && pool.length < POOL_MAX) pool.push(buf);
+  if (buf && buf.length === READ_BUFFER_BYTES && pool.length < POOL_MAX) pool.push(buf);
 }
 
 interface UserBufferKeys {
@@ -100,11 +105,12 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
   if (k && src instanceof net.Socket && handle && typeof handle.useUserBuffer === 'function') {
     const s = src as unknown as Record<symbol, unknown>;
     let current: Buffer | undefined;
-    let spare: Buffer | undefined;
+    let spare: Buffer | undefined; // a full-size buffer not in use
+    let next: Buffer | undefined; // where the read after this one goes (handed over by onread)
     let held = 0; // writes still queued in dst
     const release = (buf: Buffer | undefined) => {
       held--;
-      if (buf) spare = buf;
+      if (buf && buf.length === READ_BUFFER_BYTES) spare = buf;
       if (held === 0 && !src.destroyed) src.resume();
     };
     /** Writes `chunk`; false when dst queued it (then `buf`, if given, stays dst's until written). */
@@ -118,10 +124,9 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       held++;
       return false;
     };
-    const use = (buf: Buffer) => {
+    const switchTo = (buf: Buffer) => {
       current = buf;
-      s[k.buffer] = buf;
-      handle.useUserBuffer?.(buf);
+      next = buf;
     };
     src.once('close', () => {
       // the handle is closed: no read lands in these any more, and neither is held by a queued
@@ -131,16 +136,31 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       current = undefined;
       spare = undefined;
     });
-    s[k.generator] = null;
+    // Node's onread calls this after each callback; a buffer returned becomes the read buffer
+    s[k.generator] = () => {
+      const b = next;
+      next = undefined;
+      return b;
+    };
     s[k.callback] = (n: number, buf: Buffer): boolean => {
       count(n);
-      if (forward(buf.subarray(0, n), buf)) return true;
-      // dst holds buf: the next read goes to the other buffer; stop reading until dst is done
-      use(spare ?? takeBuffer());
+      if (forward(buf.subarray(0, n), buf)) {
+        // a connection starts with a small buffer (idle ones stay small); one that fills it gets
+        // a full-size one
+        if (n === buf.length && buf.length < READ_BUFFER_BYTES) {
+          switchTo(spare ?? takeBuffer());
+          spare = undefined;
+        }
+        return true;
+      }
+      // dst holds buf: the next read goes to another buffer; stop reading until dst is done
+      switchTo(spare ?? takeBuffer());
       spare = undefined;
       return false;
     };
-    use(takeBuffer());
+    current = Buffer.allocUnsafe(FIRST_READ_BYTES);
+    s[k.buffer] = current;
+    handle.useUserBuffer(current);
     // bytes already in the stream's queue (over-read by a handshake, or read with the vsock
     // emulation's preamble) go first
     if (src.readableLength > 0) {

@@ -16,6 +16,7 @@ import {
   dialEndpoint,
   type Listener,
   listenEndpoint,
+  literalTcpDialer,
   type ProxySocket,
   type VsockOptions,
 } from './transport.js';
@@ -225,15 +226,22 @@ export class Route {
               // also allows the configured name that resolves into it (no DNS channel to close here)
               new Policy(options.policy, { addressRulesAllowNames: true });
       const resolver = options.resolver ?? (options.dns ? createResolver(options.dns) : undefined);
-      this.dialer = (ctx) =>
-        dialEndpoint(target, {
-          signal: ctx.signal,
-          timeoutMs: ctx.connectTimeoutMs,
-          peer: ctx.peerId,
-          ...(policy ? { policy } : {}),
-          ...(resolver ? { resolver } : {}),
-          ...(options.vsock ? { vsock: options.vsock } : {}),
-        });
+      // an IP literal without a policy: nothing to resolve or check per connection
+      const literal =
+        target.kind === 'tcp' && !policy && !options.resolver
+          ? literalTcpDialer(target.host, target.port)
+          : undefined;
+      this.dialer = literal
+        ? (ctx) => literal({ signal: ctx.signal, timeoutMs: ctx.connectTimeoutMs })
+        : (ctx) =>
+            dialEndpoint(target, {
+              signal: ctx.signal,
+              timeoutMs: ctx.connectTimeoutMs,
+              peer: ctx.peerId,
+              ...(policy ? { policy } : {}),
+              ...(resolver ? { resolver } : {}),
+              ...(options.vsock ? { vsock: options.vsock } : {}),
+            });
       this.targetText = describeEndpoint(target);
     } else {
       throw new ProxyError(
@@ -525,6 +533,14 @@ export class Route {
   }
 
   private dialWithRetries(ctx: DialContext): Promise<ProxySocket> {
+    if ((this.opts.dialRetries?.attempts ?? 1) <= 1) {
+      // one attempt: no retry loop (and no extra promise) on the accept path
+      try {
+        return this.dialer(ctx);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return withRetries(
       () => this.dialer(ctx),
       this.opts.dialRetries,

@@ -420,6 +420,30 @@ export async function dialTcp(
   throw lastError;
 }
 
+/**
+ * For a fixed TCP target that is an IP literal, dialled without a policy through the default
+ * resolver: what dialTcp would do for it (canonical address, no DNS, Nagle off), decided once, so
+ * a route pays only the connect per connection. Undefined when the target needs dialTcp (a name,
+ * or an unspecified address, which dialTcp refuses with its error).
+ */
+export function literalTcpDialer(
+  host: string,
+  port: number,
+): ((options: DialOptions) => Promise<net.Socket>) | undefined {
+  const literal = parseNumericHost(normalizeHost(host));
+  const dest = literal ? canonicalAddress(literal) : undefined;
+  if (!dest || dest.unspecified) return undefined;
+  const addr = formatHostPort(dest.text, port);
+  const { text, family } = dest;
+  return (options) =>
+    awaitConnect(
+      net.connect({ host: text, family, port, allowHalfOpen: true, noDelay: true }),
+      addr,
+      options.timeoutMs,
+      options.signal,
+    );
+}
+
 /** Dials any endpoint once (no retries). */
 export async function dialEndpoint(ep: Endpoint, options: DialOptions = {}): Promise<ProxySocket> {
   if (ep.kind === 'tcp') return dialTcp(ep.host, ep.port, options);
