@@ -76,15 +76,30 @@ async function startChain(phase) {
   await waitLine(b);
   const a = spawn(process.execPath, [...prof('A'), script, 'A', middle, mid], opts);
   const { port } = await waitLine(a);
+  const cpu = () => [a.pid, b.pid].map(cpuMs);
   const exited = (c) => new Promise((r) => (c.exitCode !== null ? r() : c.once('exit', r)));
   return {
     port,
+    cpu,
     stop: async () => {
       a.kill('SIGTERM');
       b.kill('SIGTERM');
       await Promise.all([exited(a), exited(b)]);
     },
   };
+}
+
+/** user+system CPU time of a process so far (ms), from /proc: robust on a loaded machine. */
+function cpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const ms = (v) => (Number(v) * 1000) / 100; // USER_HZ (100)
+  return { user: ms(f[11]), sys: ms(f[12]) };
+}
+/** `total (user u / sys s)` of the difference of two cpuMs readings, divided by `n`. */
+function cpuText(a, b, n, unit, scale = 1) {
+  const u = ((b.user - a.user) * scale) / n;
+  const s = ((b.sys - a.sys) * scale) / n;
+  return `${(u + s).toFixed(2)} ${unit} (user ${u.toFixed(2)} / sys ${s.toFixed(2)})`;
 }
 
 function upload(port, bytes) {
@@ -185,21 +200,29 @@ say(`profiling the host chain (middle: ${middle}); profiles in ${outDir}`);
 {
   const chain = await startChain('bulk');
   await upload(chain.port, MB); // warm-up
+  const c0 = chain.cpu();
   const t0 = process.hrtime.bigint();
   await upload(chain.port, mib * MB);
   const rate = (mib * 1e9) / Number(process.hrtime.bigint() - t0);
+  const c1 = chain.cpu();
   await chain.stop();
-  report('bulk', `1 stream, ${mib} MiB, ${rate.toFixed(0)} MiB/s`);
+  report(
+    'bulk',
+    `1 stream, ${mib} MiB, ${rate.toFixed(0)} MiB/s; CPU per MiB: A ${cpuText(c0[0], c1[0], mib, 'ms')}, B ${cpuText(c0[1], c1[1], mib, 'ms')}`,
+  );
 }
 {
   const chain = await startChain('conns');
   await connPhase(chain.port, 50, 1); // warm-up
+  const c0 = chain.cpu();
   const seq = await connPhase(chain.port, conns / 2, 1);
   const par = await connPhase(chain.port, conns, 16);
+  const c1 = chain.cpu();
   await chain.stop();
+  const per = (i) => cpuText(c0[i], c1[i], conns * 1.5, 'µs', 1000);
   report(
     'conns',
-    `${conns / 2} sequential (${seq.toFixed(0)}/s) then ${conns} 16 at a time (${par.toFixed(0)}/s)`,
+    `${conns / 2} sequential (${seq.toFixed(0)}/s) then ${conns} 16 at a time (${par.toFixed(0)}/s); CPU per connection: A ${per(0)}, B ${per(1)}`,
   );
 }
 target.close();
