@@ -38,6 +38,11 @@ const COMMANDS: ReadonlyArray<{
     load: () => import('./commands/credentials.js'),
   },
   {
+    names: ['nfs-exports'],
+    summaries: ['Print the /etc/exports line for an enclave volume and check the live exports.'],
+    load: () => import('./commands/nfs-exports.js'),
+  },
+  {
     names: ['run-enclave', 'describe-enclaves', 'terminate-enclave', 'console'],
     summaries: [
       'Start a local enclave from an EIF (QEMU nitro-enclave), as nitro-cli does.',

@@ -6,6 +6,7 @@ import {
   portSchema,
   routeSchema,
 } from '@enclave-extras/proxy';
+import { volumesSchema } from '@enclave-extras/volumes';
 import { z } from 'zod';
 import { clockConfigSchema } from './clock/config.js';
 import { logsConfigSchema } from './logs/config.js';
@@ -105,6 +106,8 @@ export const enclaveConfigSchema = z
     clock: clockConfigSchema.optional(),
     /** Ship the app's stdout/stderr and ee-enclave's log to ee-parent (`logs:` in parent.yaml). */
     logs: logsConfigSchema.optional(),
+    /** Persistent volumes (NFSv4 through the proxies, encrypted ext4+fscrypt), mounted before the app. */
+    volumes: volumesSchema.default([]),
   })
   .superRefine((c, ctx) => {
     checkUniqueNames(ctx, namedEntries(c));

@@ -1,4 +1,5 @@
 import { type Logger, ProxyRuntime, silentLogger, type VsockOptions } from '@enclave-extras/proxy';
+import type { MountedVolumes, MountVolumeOptions } from '@enclave-extras/volumes';
 import { type AppExit, exitStatus, proxyEnv, type RunAppOptions, runApp } from './child.js';
 import type { EnclaveConfig } from './config.js';
 import { type DnsStub, type ResolvConfResult, startDnsStub, writeResolvConf } from './dns-stub.js';
@@ -13,6 +14,7 @@ import {
   startReaper,
 } from './reaper.js';
 import { startTransparentEgress, type TransparentEgress } from './transparent.js';
+import { mountEnclaveVolumes, unmountEnclaveVolumes, volumeRouteConfigs } from './volumes.js';
 
 /** The 127.0.0.x aliases a configuration needs: TCP listeners, gateway and hosts entries in 127/8. */
 export function loopbackAliases(config: EnclaveConfig): string[] {
@@ -23,6 +25,8 @@ export function loopbackAliases(config: EnclaveConfig): string[] {
   const g = config.egressGateway?.listen;
   if (g?.kind === 'tcp' && isLoopbackV4(g.host)) out.add(g.host);
   for (const h of config.network.hosts) if (isLoopbackV4(h.address)) out.add(h.address);
+  for (const v of config.volumes)
+    if (v.route && isLoopbackV4(v.server.host)) out.add(v.server.host);
   out.delete('127.0.0.1');
   return [...out];
 }
@@ -64,6 +68,8 @@ export interface RunEnclaveOptions extends PrepareEnclaveOptions {
   onReady?: (runtime: ProxyRuntime) => void;
   /** The app's stdout and stderr as pipes (see RunAppOptions.onOutput); default inherited. */
   onOutput?: RunAppOptions['onOutput'];
+  /** Data keys of encrypted volumes (`kmsDataKeys({ kms, keyId })` from @enclave-extras/volumes). */
+  dataKeys?: MountVolumeOptions['dataKeys'];
 }
 
 /**
@@ -107,7 +113,7 @@ export async function runEnclave(
   });
   try {
     await runtime.apply({
-      routes: config.routes,
+      routes: [...config.routes, ...volumeRouteConfigs(config)],
       ...(config.egressGateway ? { egressGateways: [config.egressGateway] } : {}),
     });
   } catch (err) {
@@ -156,8 +162,23 @@ export async function runEnclave(
       }
     }
   }
+  // volumes: after the network, routes, DNS and egress are up, before the app
+  let volumes: MountedVolumes | undefined;
+  if (!early) {
+    try {
+      volumes = await mountEnclaveVolumes(config, log, options.dataKeys);
+    } catch (err) {
+      dropEarly();
+      await transparent?.close({ drain: false });
+      await stopDns();
+      await runtime.close({ drain: false });
+      reaping?.release();
+      throw err;
+    }
+  }
   if (early) {
     dropEarly();
+    await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
     await transparent?.close({ drain: false });
     await stopDns();
     await runtime.close({ drain: false });
@@ -201,6 +222,8 @@ export async function runEnclave(
     appPid = undefined;
   } finally {
     dropEarly();
+    // sync + umount while the routes still carry NFS
+    await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
     await transparent?.close({ drain: true, timeoutMs: config.drainTimeoutMs });
     await stopDns();
     await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });

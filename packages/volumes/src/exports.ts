@@ -132,3 +132,45 @@ export function checkExports(text: string, o: NfsExportOptions): ExportFinding[]
   }
   return findings;
 }
+
+function hexAddress(hex: string): string {
+  if (hex.length === 8) {
+    const b = Buffer.from(hex, 'hex');
+    return `${b[3]}.${b[2]}.${b[1]}.${b[0]}`;
+  }
+  // IPv6 in /proc: four little-endian 32-bit words
+  const words = hex.match(/.{8}/g) ?? [];
+  const bytes = Buffer.concat(words.map((w) => Buffer.from(w, 'hex').reverse()));
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return groups.join(':');
+}
+
+/**
+ * The addresses a TCP server listens on for `port`, from the text of /proc/net/tcp and
+ * /proc/net/tcp6 (local_address column, state 0A = LISTEN).
+ */
+export function listeningAddresses(procNetTcp: string, port = 2049): string[] {
+  const out: string[] = [];
+  for (const line of procNetTcp.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    const [addr, p] = (f[1] ?? '').split(':');
+    if (!addr || !p || f[3] !== '0A' || Number.parseInt(p, 16) !== port) continue;
+    out.push(hexAddress(addr));
+  }
+  return out;
+}
+
+const LOOPBACK_LISTEN = /^(127\.|0:0:0:0:0:0:0:1$)/;
+
+/** A warning when the NFS server listens beyond loopback (the exports decide who mounts; a firewall who connects). */
+export function checkNfsListeners(addresses: readonly string[], port = 2049): ExportFinding[] {
+  const wide = addresses.filter((a) => !LOOPBACK_LISTEN.test(a));
+  if (wide.length === 0) return [];
+  return [
+    {
+      level: 'warn',
+      message: `the NFS server listens on ${[...new Set(wide)].join(', ')} port ${port}, not only on loopback: the exports file alone decides who may mount. Block ${port} from other hosts (security group / firewall); the proxy only needs 127.0.0.1.`,
+    },
+  ];
+}

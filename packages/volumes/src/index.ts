@@ -16,9 +16,11 @@ export {
 } from './errors.js';
 export {
   checkExports,
+  checkNfsListeners,
   type ExportClient,
   type ExportEntry,
   type ExportFinding,
+  listeningAddresses,
   type NfsExportOptions,
   nfsExportLine,
   parseExports,

@@ -1,4 +1,3 @@
-import { DecryptCommand, GenerateDataKeyCommand } from '@aws-sdk/client-kms';
 import { FSCRYPT_KEY_SIZE } from './fscrypt.js';
 
 /** Where an encrypted volume's data key comes from. */
@@ -32,6 +31,8 @@ export function kmsDataKeys(o: KmsDataKeysOptions): DataKeySource {
   const ctx = o.encryptionContext;
   return {
     async generate() {
+      // loaded on first use: mounting plain NFS volumes never loads the AWS SDK
+      const { GenerateDataKeyCommand } = await import('@aws-sdk/client-kms');
       const r = await o.kms.send(
         new GenerateDataKeyCommand({
           KeyId: o.keyId,
@@ -44,6 +45,7 @@ export function kmsDataKeys(o: KmsDataKeysOptions): DataKeySource {
       return { plaintext: r.Plaintext as Uint8Array, ciphertext: r.CiphertextBlob as Uint8Array };
     },
     async decrypt(ciphertext) {
+      const { DecryptCommand } = await import('@aws-sdk/client-kms');
       const r = await o.kms.send(
         new DecryptCommand({
           CiphertextBlob: ciphertext,

@@ -33,18 +33,30 @@ async function writeSynced(path, data) {
   }
 }
 
+// one attested client per PCR0 (an enclave has one NSM; the RSA key is made once per boot)
+const clients = new Map();
+async function kmsFor(k) {
+  if (!clients.has(k.pcr0)) {
+    const sim = new NsmSimulator({ stateDir: k.nsmState, pcrs: { 0: k.pcr0 } });
+    const nsm = await NsmClient.open({ transport: sim });
+    clients.set(
+      k.pcr0,
+      new AttestedKmsClient({
+        endpoint: k.endpoint,
+        region: 'us-east-1',
+        credentials: k.credentials,
+        attestation: { nsm },
+      }),
+    );
+  }
+  return clients.get(k.pcr0);
+}
+
 async function step(i, st) {
   const v = volumeSchema.parse(st.volume);
   let dataKeys;
   if (st.kms) {
-    const sim = new NsmSimulator({ stateDir: st.kms.nsmState, pcrs: { 0: st.kms.pcr0 } });
-    const nsm = await NsmClient.open({ transport: sim });
-    const kms = new AttestedKmsClient({
-      endpoint: st.kms.endpoint,
-      region: 'us-east-1',
-      credentials: st.kms.credentials,
-      attestation: { nsm },
-    });
+    const kms = await kmsFor(st.kms);
     dataKeys = () =>
       kmsDataKeys({
         kms,
