@@ -5,10 +5,14 @@ import type { ProxySocket } from './transport.js';
 /** Bytes read at once per direction of a connection (Node's own stream reads are 64 KiB too). */
 const READ_BUFFER_BYTES = 64 * 1024;
 /**
- * The first read buffer of a direction (from Node's shared 8 KiB slabs): an idle or chatty
- * connection never costs a 64 KiB buffer; the first read that fills it moves it to a full one.
+ * Until a connection carries bulk data, it reads into one buffer shared by every connection of
+ * the process and forwards a copy of each chunk (never the shared buffer itself, so it is free
+ * again as soon as the read callback returns; reads run one at a time on the event loop). An idle
+ * or chatty connection so holds no read buffer at all; the first read that fills the shared
+ * buffer gives the direction its own 64 KiB buffer, read into and written from without copies.
  */
 const FIRST_READ_BYTES = 2048;
+let firstRead: Buffer | undefined;
 
 /**
  * Read buffers of finished connections, reused by new ones: a new connection does not allocate
@@ -144,21 +148,22 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
     };
     s[k.callback] = (n: number, buf: Buffer): boolean => {
       count(n);
-      if (forward(buf.subarray(0, n), buf)) {
-        // a connection starts with a small buffer (idle ones stay small); one that fills it gets
-        // a full-size one
-        if (n === buf.length && buf.length < READ_BUFFER_BYTES) {
+      if (buf === firstRead) {
+        // the shared buffer: forward a copy; a full read means bulk data, move to an own buffer
+        if (n === buf.length) {
           switchTo(spare ?? takeBuffer());
           spare = undefined;
         }
-        return true;
+        return forward(Buffer.from(buf.subarray(0, n)), undefined);
       }
+      if (forward(buf.subarray(0, n), buf)) return true;
       // dst holds buf: the next read goes to another buffer; stop reading until dst is done
       switchTo(spare ?? takeBuffer());
       spare = undefined;
       return false;
     };
-    current = Buffer.allocUnsafe(FIRST_READ_BYTES);
+    firstRead ??= Buffer.allocUnsafeSlow(FIRST_READ_BYTES);
+    current = firstRead;
     s[k.buffer] = current;
     handle.useUserBuffer(current);
     // bytes already in the stream's queue (over-read by a handshake, or read with the vsock

@@ -95,6 +95,71 @@ describe('forwarding with reused read buffers', () => {
     expect(parent.metrics.bytesUp).toBe(total);
   });
 
+  it('many trickling connections into stalled receivers: each gets exactly its own bytes', async () => {
+    // Small paced writes keep every connection on the shared first-read buffer while the
+    // receivers do not read, so the proxy's writes queue; other connections keep reading.
+    const sockets: net.Socket[] = [];
+    const up = await tcpServer((s) => {
+      s.pause();
+      sockets.push(s);
+    });
+    cleanups.push(() => up.close());
+    const r = await started(
+      createRoute({ name: 'trickle', listen: 'tcp:127.0.0.1:0', dial: `tcp:127.0.0.1:${up.port}` }),
+    );
+    const port = (r.endpoint as { port: number }).port;
+    const n = 12;
+    const perConn = 1024 * 1024;
+    const inputs = Array.from({ length: n }, () => payload(perConn));
+    const clients = await Promise.all(inputs.map(() => connect(port)));
+    const sent = clients.map(() => 0);
+    // write until every connection's proxy-side writes queue (the client's own writes stall)
+    await new Promise<void>((resolve) => {
+      let rounds = 0;
+      const step = () => {
+        let stalled = 0;
+        clients.forEach((c, i) => {
+          const input = inputs[i] as Buffer;
+          const off = sent[i] as number;
+          if (off >= input.length || c.writableLength > 0) {
+            stalled++;
+            return;
+          }
+          c.write(input.subarray(off, off + 700));
+          sent[i] = off + 700;
+        });
+        if (stalled === n || ++rounds > 20_000) resolve();
+        else setImmediate(step);
+      };
+      step();
+    });
+    // now let the receivers read everything; the clients send the rest and close
+    const received = await Promise.all(
+      clients.map(async (c, i) => {
+        const input = inputs[i] as Buffer;
+        c.end(input.subarray(Math.min(sent[i] as number, input.length)));
+        return c;
+      }),
+    ).then(async () => {
+      await new Promise<void>((resolve) => {
+        const wait = () => (sockets.length >= n ? resolve() : setTimeout(wait, 10));
+        wait();
+      });
+      return Promise.all(
+        sockets.map((s) => {
+          const all = readAll(s);
+          s.resume();
+          return all;
+        }),
+      );
+    });
+    const byHash = new Set(inputs.map((d) => sha256(d)));
+    for (const got of received) {
+      expect(got.length).toBe(perConn);
+      expect(byHash.has(sha256(got))).toBe(true);
+    }
+  });
+
   it('bytes sent together with the connection (before the dial completes) come first', async () => {
     const up = await tcpServer((s) => {
       s.on('end', () => s.end());
