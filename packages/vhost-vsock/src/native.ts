@@ -325,19 +325,43 @@ export interface Watch {
   close(): void;
 }
 
-/** libuv's uv_poll on `fd` for readability; `cb` runs on each readiness event. */
+/**
+ * libuv's uv_poll on `fd` for readability (koffi.node.poll); `cb` runs on each readiness event,
+ * as a Node I/O callback.
+ *
+ * koffi calls its poll callback with napi_call_function from the bare libuv callback, outside
+ * any Node callback scope (it does not use napi_make_callback). Node 22 and 24 still drained
+ * the nextTick and microtask queues after such a call; since Node 26.4.0 (nodejs/node#62969,
+ * reported as nodejs/node#66158) they are only drained when the next callback scope closes, so
+ * promise continuations and stream work queued by a handler (the vhost-user replies the
+ * front-end awaits, host sockets' writes and 'end's) waited for some unrelated event: data
+ * stalled for seconds or for good. The handler therefore runs from setImmediate, which Node
+ * calls inside its own callback scope on every version: queues drained after it, uncaught errors
+ * reported as for any I/O callback. It still runs in the same loop iteration (check phase,
+ * right after the poll phase). Events that arrive before it runs coalesce into one call; uv_poll
+ * is level-triggered, so a readiness the handler does not consume is reported again.
+ */
 export function watchReadable(fd: number, cb: () => void): Watch {
   const poll = koffi.node.poll as unknown as (
     fd: number,
     opts: { readable: boolean; writable: boolean; disconnect: boolean },
     cb: () => void,
   ) => { close(): void };
-  const h = poll(fd, { readable: true, writable: false, disconnect: true }, () => cb());
+  let pending: NodeJS.Immediate | undefined;
+  const run = () => {
+    pending = undefined;
+    cb();
+  };
+  const h = poll(fd, { readable: true, writable: false, disconnect: true }, () => {
+    pending ??= setImmediate(run);
+  });
   let open = true;
   return {
     close() {
       if (open) {
         open = false;
+        if (pending) clearImmediate(pending);
+        pending = undefined;
         h.close();
       }
     },

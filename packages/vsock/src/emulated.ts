@@ -180,9 +180,8 @@ function connectThroughVm(
   };
   s[kInternals].cleanup = stop;
   s[kInternals].refWatch = (ref) => {
-    const w = watch as (PollWatch & { ref?(): void; unref?(): void }) | undefined;
-    if (ref) w?.ref?.();
-    else w?.unref?.();
+    if (ref) watch?.ref();
+    else watch?.unref();
   };
   if (req.connectTimeout !== undefined) {
     timer = setTimeout(() => settle(ETIMEDOUT, 'connect'), req.connectTimeout);

@@ -145,9 +145,8 @@ function kernelConnect(req: ConnectRequest): VsockSocket {
   };
   socket[kInternals].cleanup = stopWatch;
   socket[kInternals].refWatch = (ref) => {
-    const w = watch as (PollWatch & { ref?(): void; unref?(): void }) | undefined;
-    if (ref) w?.ref?.();
-    else w?.unref?.();
+    if (ref) watch?.ref();
+    else watch?.unref();
   };
   // A vsock handshake often completes before this point (loopback: the kernel runs it inside
   // connect(); a quick peer: while the objects above were built). One getpeername then settles

@@ -93,8 +93,9 @@ export function sys(op: string): Libc {
 
 export function pipes(): PipeBinding {
   if (!pipeBinding) {
-    // pipe_wrap is on process.binding()'s allow list in Node 20-24; it gives libuv stream
-    // handles that read/write any stream fd through the event loop (epoll).
+    // pipe_wrap is on process.binding()'s allow list in Node 20-26; it gives libuv stream
+    // handles that read/write any stream fd through the event loop (epoll). Its callbacks are
+    // Node's own (inside a callback scope), unlike koffi's poll callbacks (see pollFd).
     const binding = (process as unknown as { binding(name: string): unknown }).binding;
     pipeBinding = binding.call(process, 'pipe_wrap') as PipeBinding;
   }
@@ -194,20 +195,84 @@ export function ioctlLocalCid(): number {
 
 export interface PollWatch {
   close(): void;
+  ref(): void;
+  unref(): void;
 }
 
-type PollCallback = (status: number, events?: { writable: boolean }) => void;
+interface KoffiPollHandle {
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
 
-/** Watches `fd` for writability with libuv's uv_poll (through koffi); one callback per event. */
+type KoffiPoll = (
+  fd: number,
+  opts: { readable: boolean; writable: boolean; disconnect: boolean },
+  cb: (status: unknown) => void,
+) => KoffiPollHandle;
+
+/**
+ * libuv's uv_poll on `fd` (koffi.node.poll) with `cb` run as a Node I/O callback.
+ *
+ * koffi calls its poll callback with napi_call_function from the bare libuv callback, outside
+ * any Node callback scope (it does not use napi_make_callback). Node 22 and 24 still drained
+ * the nextTick and microtask queues after such a call; since Node 26.4.0 (nodejs/node#62969,
+ * reported as nodejs/node#66158) they are only drained when the next callback scope closes, so a
+ * promise continuation or nextTick queued by the handler (an `await` after 'connect', stream
+ * machinery) waited for some unrelated event, seconds or forever. The handler therefore runs
+ * from setImmediate, which Node calls inside its own callback scope on every version: queues
+ * drained after it, uncaught errors reported as for any I/O callback. It still runs in the
+ * same loop iteration (check phase, right after the poll phase). Events that arrive before it
+ * runs coalesce into one call; uv_poll is level-triggered, so a readiness not consumed by the
+ * handler is reported again and nothing is lost.
+ */
+function pollFd(
+  fd: number,
+  events: { readable: boolean; writable: boolean },
+  cb: (status: number) => void,
+): PollWatch {
+  let pending: NodeJS.Immediate | undefined;
+  let status = 0;
+  let referenced = true;
+  const run = () => {
+    pending = undefined;
+    const s = status;
+    status = 0;
+    cb(s);
+  };
+  const poll = koffi.node.poll as unknown as KoffiPoll;
+  const handle = poll(fd, { ...events, disconnect: true }, (st) => {
+    if (status === 0 && typeof st === 'number') status = st;
+    if (!pending) {
+      pending = setImmediate(run);
+      if (!referenced) pending.unref();
+    }
+  });
+  let open = true;
+  return {
+    close() {
+      if (!open) return;
+      open = false;
+      if (pending) clearImmediate(pending);
+      pending = undefined;
+      handle.close();
+    },
+    ref() {
+      referenced = true;
+      pending?.ref();
+      if (open) handle.ref();
+    },
+    unref() {
+      referenced = false;
+      pending?.unref();
+      if (open) handle.unref();
+    },
+  };
+}
+
+/** Watches `fd` for writability (or an error); `cb` runs once per readiness, as an I/O callback. */
 export function watchWritable(fd: number, cb: (status: number) => void): PollWatch {
-  const poll = koffi.node.poll as unknown as (
-    fd: number,
-    opts: { writable: boolean; disconnect: boolean },
-    cb: PollCallback,
-  ) => PollWatch;
-  return poll(fd, { writable: true, disconnect: true }, (status) =>
-    cb(typeof status === 'number' ? status : 0),
-  );
+  return pollFd(fd, { readable: false, writable: true }, cb);
 }
 
 // Unix stream sockets through koffi, for the emulation's connects to a VM's per-VM socket
@@ -246,12 +311,7 @@ export function recvFd(fd: number, into: Buffer, flags = 0): number {
   return n < 0 ? -lastErrno() : n;
 }
 
-/** Watches `fd` for readability (or hang-up) with libuv's uv_poll; one callback per event. */
+/** Watches `fd` for readability (or hang-up); `cb` runs once per readiness, as an I/O callback. */
 export function watchReadable(fd: number, cb: () => void): PollWatch {
-  const poll = koffi.node.poll as unknown as (
-    fd: number,
-    opts: { readable: boolean; disconnect: boolean },
-    cb: PollCallback,
-  ) => PollWatch;
-  return poll(fd, { readable: true, disconnect: true }, () => cb());
+  return pollFd(fd, { readable: true, writable: false }, () => cb());
 }
