@@ -3,11 +3,12 @@
 // socat keeps the other direction open after a half-close, as ours does), and vs the client
 // talking to the server directly over TCP loopback. Prints a table of ratios measured in this
 // one run (issue 16's targets). Usage:
-//   node bench/chain.mjs [--middle emulated|unix|vsock] [--scale 1]
+//   node bench/chain.mjs [--middle emulated|unix|vsock] [--scale 1] [--rounds 3]
 // Host default: --middle emulated, our chain over the vsock emulation (Unix sockets in a temp
 // dir, as `ee-enclave run --vsock-dir` -> `ee-parent run --vsock-dir` use it), socat over a plain
 // Unix socket. --middle vsock needs real AF_VSOCK loopback (run it inside ../shared/tools/vsock-vm;
-// see `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload.
+// see `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload; each
+// figure is the median of --rounds (BENCH_ROUNDS, default 3) runs, the paths taking turns.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -20,6 +21,7 @@ const arg = (name, def) => {
 };
 const middle = arg('middle', 'emulated');
 const scale = Number(arg('scale', process.env.BENCH_SCALE ?? '1'));
+const rounds = Math.max(1, Number(arg('rounds', process.env.BENCH_ROUNDS ?? '3')));
 const MB = 1024 * 1024;
 const sizes = {
   single: Math.max(1, Math.round(256 * scale)) * MB,
@@ -251,7 +253,7 @@ async function connRate(label, port, total, concurrency = 16) {
       }
     }),
   );
-  dropped.set(label, total - ok);
+  dropped.set(label, (dropped.get(label) ?? 0) + total - ok);
   return ok / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
@@ -325,51 +327,100 @@ const t0 = Date.now();
 const progress = (label, what) =>
   say(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${label}: ${what}`);
 
-async function measure(label, start) {
-  const chain = await start();
-  try {
-    // warm-up (retried: a freshly spawned chain may still be starting its second hop)
-    for (let i = 0; ; i++) {
-      try {
-        await throughput(chain.port, 1, MB);
-        break;
-      } catch (err) {
-        if (i >= 5) throw err;
-        await new Promise((r) => setTimeout(r, 500));
+async function warm(label, chain) {
+  // retried: a freshly spawned chain may still be starting its second hop
+  for (let i = 0; ; i++) {
+    try {
+      await throughput(chain.port, 1, MB);
+      break;
+    } catch (err) {
+      if (i >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  progress(label, 'warm-up done');
+}
+
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.floor(v.length / 2)];
+};
+
+/**
+ * Every metric is measured `rounds` times on each path, the paths taking turns within a round
+ * (in a rotating order), and the median is kept: on a shared machine, load that comes and goes
+ * then hits every path alike instead of one of them.
+ */
+async function measureAll(paths) {
+  const metrics = [
+    ['single', (c) => throughput(c.port, 1, sizes.single), (v) => `1 stream ${v.toFixed(1)} MiB/s`],
+    ['multi', (c) => throughput(c.port, 8, sizes.multi), (v) => `8 streams ${v.toFixed(1)} MiB/s`],
+    [
+      'seq',
+      (c, label) => connRate(`${label}-seq`, c.port, sizes.seqConns, 1),
+      (v) => `${v.toFixed(0)} sequential connections/s`,
+    ],
+    [
+      'conns',
+      (c, label) => connRate(label, c.port, sizes.conns, 16),
+      (v) => `${v.toFixed(0)} connections/s 16 at a time`,
+    ],
+    ['p50', null, (v) => `1-byte round trip p50 ${v.toFixed(0)} µs`],
+    ['p99', null, (v) => `p99 ${v.toFixed(0)} µs`],
+  ];
+  const out = Object.fromEntries(paths.map(([label]) => [label, {}]));
+  const samples = Object.fromEntries(paths.map(([label]) => [label, {}]));
+  const add = (label, key, v) => {
+    const list = samples[label][key] ?? [];
+    samples[label][key] = list;
+    list.push(v);
+  };
+  for (const [key, fn, text] of metrics) {
+    if (key === 'p99') continue;
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < paths.length; i++) {
+        const [label, chain] = paths[(i + round) % paths.length];
+        if (key === 'p50') {
+          const lat = await latency(chain.port, sizes.pings);
+          add(label, 'p50', lat.p50);
+          add(label, 'p99', lat.p99);
+          progress(label, `${text(lat.p50)}, p99 ${lat.p99.toFixed(0)} µs`);
+        } else {
+          const v = await fn(chain, label);
+          add(label, key, v);
+          progress(label, text(v));
+        }
       }
     }
-    progress(label, 'warm-up done');
-    const single = await throughput(chain.port, 1, sizes.single);
-    progress(label, `1 stream ${single.toFixed(1)} MiB/s`);
-    const multi = await throughput(chain.port, 8, sizes.multi);
-    progress(label, `8 streams ${multi.toFixed(1)} MiB/s`);
-    const seq = await connRate(`${label}-seq`, chain.port, sizes.seqConns, 1);
-    progress(label, `${seq.toFixed(0)} sequential connections/s`);
-    const conns = await connRate(label, chain.port, sizes.conns, 16);
-    progress(label, `${conns.toFixed(0)} connections/s 16 at a time`);
-    const lat = await latency(chain.port, sizes.pings);
-    progress(label, `1-byte round trip p50 ${lat.p50.toFixed(0)} µs, p99 ${lat.p99.toFixed(0)} µs`);
-    return { chain, r: { single, multi, seq, conns, lat } };
-  } catch (err) {
-    chain.stop();
-    throw err;
   }
+  for (const [label] of paths) {
+    for (const [key] of metrics) out[label][key] = median(samples[label][key]);
+    out[label].lat = { p50: out[label].p50, p99: out[label].p99 };
+  }
+  return out;
 }
 
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const loadBefore = load();
 say(
-  `two-hop chain TCP -> proxy A -> ${middle === 'vsock' ? 'vsock (CID 1 loopback)' : middle === 'emulated' ? 'vsock emulation (Unix sockets; socat: a Unix socket)' : 'Unix socket'} -> proxy B -> TCP (scale ${scale}, load average ${loadBefore})`,
+  `two-hop chain TCP -> proxy A -> ${middle === 'vsock' ? 'vsock (CID 1 loopback)' : middle === 'emulated' ? 'vsock emulation (Unix sockets; socat: a Unix socket)' : 'Unix socket'} -> proxy B -> TCP (scale ${scale}, median of ${rounds} rounds, load average ${loadBefore})`,
 );
-const direct = await measure('direct', async () => ({
-  port: targetPort,
-  pids: () => [],
-  stop: () => {},
-}));
-const socat = await measure('socat', startSocat);
-socat.chain.stop();
-const ours = await measure('ours', startOurs);
-ours.chain.stop();
+const directChain = { port: targetPort, pids: () => [], stop: () => {} };
+const socatChain = await startSocat();
+const oursChain = await startOurs();
+await warm('direct', directChain);
+await warm('socat', socatChain);
+await warm('ours', oursChain);
+const results = await measureAll([
+  ['direct', directChain],
+  ['socat', socatChain],
+  ['ours', oursChain],
+]);
+socatChain.stop();
+oursChain.stop();
+const direct = { r: results.direct };
+const socat = { r: results.socat };
+const ours = { r: results.ours };
 // RSS on a fresh pair of processes (the bulk runs above leave freed buffers in RSS)
 const fresh = await startOurs();
 await new Promise((r) => setTimeout(r, 500));
@@ -474,7 +525,7 @@ row(
 const dropTotal = [...dropped].filter(([k]) => k.startsWith('ours')).reduce((a, [, v]) => a + v, 0);
 row(
   'connections dropped by the chain',
-  dropped.get('direct') ?? 0,
+  (dropped.get('direct') ?? 0) + (dropped.get('direct-seq') ?? 0),
   (dropped.get('socat') ?? 0) + (dropped.get('socat-seq') ?? 0),
   dropTotal,
   'conns',
