@@ -113,7 +113,10 @@ function startApp(errEvery = 0) {
 }
 
 describe('log shipping', () => {
-  it('100k lines from a fast-writing app arrive in order, none lost, with the CID', async () => {
+  // 100k lines through a child process and two sockets: minutes on a loaded 2-core machine.
+  it('100k lines from a fast-writing app arrive in order, none lost, with the CID', {
+    timeout: 180_000,
+  }, async () => {
     const sink = new Sink();
     const server = await serve(sink);
     // the buffer holds the whole run, so what is checked (framing, order, completeness across
@@ -149,7 +152,9 @@ describe('log shipping', () => {
     expect(fwd.stats().dropped).toEqual({ runtime: 0, stdout: 0, stderr: 0 });
   });
 
-  it('a stalled parent never blocks the app: it finishes, drops are counted, then reported', async () => {
+  it('a stalled parent never blocks the app: it finishes, drops are counted, then reported', {
+    timeout: 180_000,
+  }, async () => {
     const sink = new Sink();
     const server = await serve(sink);
     const fwd = startLogForwarder({
