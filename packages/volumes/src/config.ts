@@ -53,6 +53,27 @@ export const nfsOptionsSchema = z
   })
   .strict();
 
+/** How ee-enclave reaches KMS: region, endpoint, credentials, the egress proxy, the NSM. */
+export const kmsAccessSchema = z
+  .object({
+    region: z.string().min(1),
+    /** Default: the region's public endpoint. */
+    endpoint: z.url().optional(),
+    /** `parent:PORT` (ee-parent credentials-relay over vsock) or `env` (the SDK's default chain). */
+    credentials: z
+      .string()
+      .regex(/^(env|parent:\d+)$/, 'env or parent:PORT')
+      .default('env'),
+    /** HTTP CONNECT proxy to KMS (the egress gateway, e.g. http://127.0.0.1:3128); TLS stays end to end. */
+    proxy: z.url().optional(),
+    /** `device` (/dev/nsm, default) or `simulator:STATE_DIR` (development and tests). */
+    nsm: z
+      .string()
+      .regex(/^(device|simulator:.+)$/, 'device or simulator:STATE_DIR')
+      .default('device'),
+  })
+  .strict();
+
 export const encryptionSchema = z
   .object({
     /** The ext4 image on the export (created on first boot). Default `<name>.img`. */
@@ -65,6 +86,8 @@ export const encryptionSchema = z
     keyId: z.string().min(1),
     /** Encryption context bound to the data key. Default `{ "enclave-extras:volume": <name> }`. */
     encryptionContext: z.record(z.string(), z.string()).optional(),
+    /** How `ee-enclave run` reaches KMS for this volume (library users pass `dataKeys` instead). */
+    kms: kmsAccessSchema.optional(),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 export {
   encryptionSchema,
+  kmsAccessSchema,
   nfsOptionsSchema,
   sizeSchema,
   type VolumeConfig,

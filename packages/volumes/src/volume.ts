@@ -31,7 +31,7 @@ import { mountNfs, syncAndUnmount, waitForNfsServer } from './nfs.js';
 
 export interface MountVolumeOptions {
   /** Where the data key of an encrypted volume comes from (`kmsDataKeys({ kms, keyId })`). */
-  dataKeys?: (volume: VolumeConfig) => DataKeySource;
+  dataKeys?: (volume: VolumeConfig) => DataKeySource | undefined;
   /** Private mounts of encrypted volumes go under here. Default `/run/enclave-extras/volumes`. */
   stateDir?: string;
   logger?: VolumeLogger;

@@ -66,4 +66,27 @@ describe('volumes config', () => {
       { name: 'volume:b', listen: 'tcp:127.0.0.1:12049', dial: 'vsock:3:7049' },
     ]);
   });
+
+  it('parses the kms block of an encrypted volume (what ee-enclave run reaches KMS with)', () => {
+    const v = volumeSchema.parse({
+      name: 'v',
+      mountPoint: '/v',
+      encryption: {
+        size: '1GiB',
+        keyId: 'alias/v',
+        kms: { region: 'eu-west-1', credentials: 'parent:8002' },
+      },
+    });
+    expect(v.encryption?.kms).toEqual({
+      region: 'eu-west-1',
+      credentials: 'parent:8002',
+      nsm: 'device',
+    });
+    const bad = (kms: unknown) => () =>
+      volumeSchema.parse({ name: 'v', mountPoint: '/v', encryption: { size: 1, keyId: 'k', kms } });
+    expect(bad({ region: 'x', credentials: 'parent:abc' })).toThrow(/env or parent:PORT/);
+    expect(bad({ region: 'x', nsm: 'file:/x' })).toThrow(/device or simulator/);
+    expect(bad({ region: 'x', endpoint: 'not a url' })).toThrow();
+    expect(bad({ credentials: 'env' })).toThrow();
+  });
 });

@@ -10,6 +10,7 @@ import {
   UsageError,
 } from '../common.js';
 import { startTelemetry, type Telemetry } from '../telemetry.js';
+import { volumeDataKeys } from '../volume-keys.js';
 
 interface RunOptions {
   config: string;
@@ -54,7 +55,9 @@ export function register(program: Command): void {
         telemetry = await startTelemetry(config, opts.logLevel, log);
         const logger = telemetry.logger;
         const t = telemetry;
+        const dataKeys = await volumeDataKeys(config.volumes);
         const exit = await runEnclave(config, {
+          ...(dataKeys ? { dataKeys } : {}),
           command: app,
           args,
           logger,

@@ -23,7 +23,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { recipientAttestationPolicy } from '@enclave-extras/kms';
 import { createLocalKms, type LocalKms } from '@enclave-extras/kms/local';
-import { NsmSimulator } from '@enclave-extras/nsm';
+import { NsmClient, NsmSimulator } from '@enclave-extras/nsm';
 import { createRoute, type Route } from '@enclave-extras/proxy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -188,7 +188,7 @@ describe.skipIf(!inVm)(
     const vaultText = `${MARKER}\n`.repeat(2000);
     const vaultBig = content('vault-big', 2 * 1024 * 1024);
 
-    it('restart round trip: plain NFS and an encrypted volume written in one boot, read back byte for byte in the next; the parent holds only ciphertext of the encrypted one', async () => {
+    it('first boot: a plain and an encrypted volume written; the parent holds the plain files and only ciphertext of the encrypted one (contents and names)', async () => {
       const first = await boot({
         steps: [
           {
@@ -240,36 +240,73 @@ describe.skipIf(!inVm)(
       expect(image.indexOf(vaultBig.subarray(0, 64))).toBe(-1);
       expect(statSync(join(EXPORT, 'vault.img.key')).size).toBeGreaterThan(64);
 
-      const second = await boot({
-        steps: [
-          { volume: plain, action: { kind: 'read', names: ['big.bin', 'marker.txt'] } },
-          {
-            volume: vault(),
-            kms: kmsJob(GOOD_PCR0),
-            action: { kind: 'read', names: [SECRET_NAME, 'big.bin'] },
-          },
-        ],
-      });
-      expect(second.code).toBe(0);
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+
+    // filled by the next test: the last file the killed enclave had fsynced
+    let killedAfter = -1;
+    const size = 256 * 1024;
+
+    it('restart round trip (second boot reads both volumes back byte for byte); then the enclave is killed mid-write', async () => {
+      const second = await boot(
+        {
+          steps: [
+            { volume: plain, action: { kind: 'read', names: ['big.bin', 'marker.txt'] } },
+            {
+              volume: vault(),
+              kms: kmsJob(GOOD_PCR0),
+              action: { kind: 'read', names: [SECRET_NAME, 'big.bin'] },
+            },
+            { volume: vault(), kms: kmsJob(GOOD_PCR0), action: { kind: 'writeLoop', size } },
+          ],
+        },
+        (l, child) => {
+          if (l.step === 2 && typeof l.synced === 'number' && l.synced >= 4 && killedAfter < 0) {
+            killedAfter = l.synced;
+            child.kill('SIGKILL'); // the enclave dies: its proxy too, so nothing more reaches the parent
+          }
+        },
+      );
       expect(at(second, 0).read).toEqual({
         'big.bin': sha(big),
         'marker.txt': sha(Buffer.from(MARKER)),
       });
+      expect(at(second, 0).unmounted).toBe(true);
       expect(at(second, 1).read).toEqual({
         [SECRET_NAME]: sha(Buffer.from(vaultText)),
         'big.bin': sha(vaultBig),
       });
+      expect(at(second, 1).unmounted).toBe(true);
+      expect(at(second, 2).mounted).toBe('/mnt/ee-vault');
+      expect(second.code).toBe(null);
+      expect(killedAfter).toBeGreaterThanOrEqual(4);
+      // what the parent holds at the moment of the crash
+      execFileSync('cp', ['--sparse=always', join(EXPORT, 'vault.img'), join(EXPORT, 'crash.img')]);
+      copyFileSync(join(EXPORT, 'vault.img.key'), join(EXPORT, 'crash.img.key'));
+      // the dead enclave's mounts: let its NFS client reconnect, then take them down
+      const revive = createRoute({
+        name: 'revive',
+        listen: ENCLAVE_LISTEN,
+        dial: `vsock:1:${VPORT}`,
+      });
+      await revive.start();
+      try {
+        for (const m of ['/mnt/ee-vault', `${STATE}/vault/fs`, `${STATE}/vault/nfs`])
+          await execFileAsync('umount', [m]);
+      } finally {
+        await revive.close({ drain: false });
+      }
       expect(leftovers()).toEqual([]);
     }, 300_000);
 
-    it('refused before the app starts, touching nothing: another PCR0 (KMS refuses), wrong key, corrupt header, full disk, already mounted', async () => {
+    it('refused before the app starts, touching nothing (another PCR0 refused by KMS, wrong key, corrupt header, full disk, already mounted); the crashed image mounts with journal replay and every fsynced file intact', async () => {
+      expect(killedAfter).toBeGreaterThanOrEqual(4);
       const vaultFiles = () => [
         sha(readFileSync(join(EXPORT, 'vault.img'))),
         sha(readFileSync(join(EXPORT, 'vault.img.key'))),
         statSync(join(EXPORT, 'vault.img')).mtimeMs,
         statSync(join(EXPORT, 'vault.img.key')).mtimeMs,
       ];
-      const before = vaultFiles();
       // wrong key: a valid blob of another data key under the same KMS key, beside a copy of the image
       const admin = new KMSClient({ endpoint, region: 'us-east-1', credentials: CREDS });
       const other = await admin.send(
@@ -289,6 +326,8 @@ describe.skipIf(!inVm)(
       // already mounted: something else holds the mount point
       execFileSync('mkdir', ['-p', '/mnt/ee-busy']);
       execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', '/mnt/ee-busy']);
+      const before = vaultFiles();
+      const names = Array.from({ length: killedAfter + 1 }, (_, i) => `f${i}`);
       let b: Boot;
       try {
         const k = kmsJob(GOOD_PCR0);
@@ -314,6 +353,11 @@ describe.skipIf(!inVm)(
               kms: k,
               action: { kind: 'read', names: [] },
             },
+            {
+              volume: vault('crash.img', '/mnt/ee-crash'),
+              kms: k,
+              action: { kind: 'read', names },
+            },
           ],
         });
       } finally {
@@ -330,59 +374,105 @@ describe.skipIf(!inVm)(
       expect(existsSync(join(EXPORT, 'huge.img.key'))).toBe(false);
       expect(at(b, 4)).toMatchObject({ error: 'ERR_VOLUME_ALREADY_MOUNTED' });
       for (const i of [0, 1, 2, 3, 4]) expect(at(b, i).mounted).toBeUndefined();
-      expect(leftovers()).toEqual([]);
-      // the refused enclave (and the others) changed nothing of the real volume
+      // the refused enclave (and the other refusals) changed nothing of the real volume
       expect(vaultFiles()).toEqual(before);
-    }, 300_000);
-
-    it('the right enclave opens it again; killed mid-write, the image as the parent holds it mounts (journal replay) with every fsynced file intact', async () => {
-      const size = 256 * 1024;
-      let killedAfter = -1;
-      const run = await boot(
-        {
-          steps: [{ volume: vault(), kms: kmsJob(GOOD_PCR0), action: { kind: 'writeLoop', size } }],
-        },
-        (l, child) => {
-          if (typeof l.synced === 'number' && l.synced >= 4 && killedAfter < 0) {
-            killedAfter = l.synced;
-            child.kill('SIGKILL'); // the enclave dies: its proxy too, so nothing more reaches the parent
-          }
-        },
-      );
-      expect(at(run, 0).mounted).toBe('/mnt/ee-vault');
-      expect(run.code).toBe(null);
-      expect(killedAfter).toBeGreaterThanOrEqual(4);
-      // what the parent holds at the moment of the crash
-      execFileSync('cp', ['--sparse=always', join(EXPORT, 'vault.img'), join(EXPORT, 'crash.img')]);
-      copyFileSync(join(EXPORT, 'vault.img.key'), join(EXPORT, 'crash.img.key'));
-      const names = Array.from({ length: killedAfter + 1 }, (_, i) => `f${i}`);
-      const r = await boot({
-        steps: [
-          {
-            volume: vault('crash.img', '/mnt/ee-crash'),
-            stateDir: `${STATE}-2`,
-            kms: kmsJob(GOOD_PCR0),
-            action: { kind: 'read', names },
-          },
-        ],
-      });
-      expect(at(r, 0)).toMatchObject({ mounted: '/mnt/ee-crash', unmounted: true });
-      expect(at(r, 0).read).toEqual(
+      // the crash image: journal replayed at mount, every file fsynced before the kill intact
+      expect(at(b, 5)).toMatchObject({ mounted: '/mnt/ee-crash', unmounted: true });
+      expect(at(b, 5).read).toEqual(
         Object.fromEntries(names.map((n, i) => [n, sha(content(`loop-${i}`, size))])),
       );
-      // the dead enclave's mounts: let its NFS client reconnect, then take them down
-      const revive = createRoute({
-        name: 'revive',
-        listen: ENCLAVE_LISTEN,
-        dial: `vsock:1:${VPORT}`,
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+    it('ee-enclave run: mounts a plain and an encrypted volume (its own routes, KMS config) before the app, unmounts after it; a second run reads back', async () => {
+      const cli = new URL('../../../../apps/enclave/dist/cli.js', import.meta.url).pathname;
+      const dir = mkdtempSync('/tmp/ee-volumes-run-');
+      // a key whose policy pins the PCRs of the simulator ee-enclave will use (its default PCRs)
+      const simDir = mkdtempSync('/tmp/ee-volumes-run-nsm-');
+      execFileSync('cp', ['-a', `${nsmState}/.`, simDir]); // same development CA as the KMS trusts
+      const nsm = await NsmClient.open({ transport: new NsmSimulator({ stateDir: simDir }) });
+      const admin = new KMSClient({ endpoint, region: 'us-east-1', credentials: CREDS });
+      const policy = recipientAttestationPolicy({
+        accountId: '111122223333',
+        document: await nsm.getAttestationDocument({}),
       });
-      await revive.start();
-      try {
-        for (const m of ['/mnt/ee-vault', `${STATE}/vault/fs`, `${STATE}/vault/nfs`])
-          await execFileAsync('umount', [m]);
-      } finally {
-        await revive.close({ drain: false });
-      }
+      const { KeyMetadata } = await admin.send(
+        new CreateKeyCommand({ Policy: JSON.stringify(policy) }),
+      );
+      const config = join(dir, 'enclave.yaml');
+      writeFileSync(
+        config,
+        [
+          'network: { setup: false }',
+          'volumes:',
+          '  - name: app',
+          '    mountPoint: /mnt/ee-app',
+          '    createMountPoint: true',
+          '    server: { host: 127.0.0.1, port: 12050 }',
+          `    route: { cid: 1, port: ${VPORT} }`,
+          '  - name: appvault',
+          '    mountPoint: /mnt/ee-appvault',
+          '    createMountPoint: true',
+          '    server: { host: 127.0.0.1, port: 12051 }',
+          `    route: { cid: 1, port: ${VPORT} }`,
+          '    encryption:',
+          '      size: 64MiB',
+          `      keyId: ${KeyMetadata?.KeyId}`,
+          '      image: appvault.img',
+          `      kms: { region: us-east-1, endpoint: "${endpoint}", credentials: env, nsm: "simulator:${simDir}" }`,
+          '',
+        ].join('\n'),
+      );
+      // the app: sees both volumes mounted, prints what an earlier run left, writes its own line
+      const app = `const fs = require('node:fs');
+      const m = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+      for (const p of ['/mnt/ee-app', '/mnt/ee-appvault']) if (!m.includes(' ' + p + ' ')) { console.log('NOT MOUNTED ' + p); process.exit(3); }
+      for (const p of ['/mnt/ee-app/run.txt', '/mnt/ee-appvault/run.txt']) {
+        console.log('BEFORE ' + p + ' ' + (fs.existsSync(p) ? fs.readFileSync(p, 'utf8') : '-'));
+        const fd = fs.openSync(p, 'w'); fs.writeSync(fd, process.env.RUN_ID); fs.fsyncSync(fd); fs.closeSync(fd);
+      }`;
+      const runOnce = (id: string) =>
+        new Promise<{ code: number | null; out: string }>((resolve) => {
+          const c = spawn(
+            process.execPath,
+            [
+              cli,
+              'run',
+              '--config',
+              config,
+              '--log-level',
+              'warn',
+              '--',
+              process.execPath,
+              '-e',
+              app,
+            ],
+            {
+              env: {
+                ...process.env,
+                RUN_ID: id,
+                AWS_ACCESS_KEY_ID: CREDS.accessKeyId,
+                AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
+              },
+              stdio: ['ignore', 'pipe', 'inherit'],
+            },
+          );
+          let out = '';
+          c.stdout?.on('data', (d: Buffer) => {
+            out += d.toString();
+          });
+          c.on('exit', (code) => resolve({ code, out }));
+        });
+      const one = await runOnce('run-1');
+      expect(one.out).toContain('BEFORE /mnt/ee-app/run.txt -');
+      expect(one.out).toContain('BEFORE /mnt/ee-appvault/run.txt -');
+      expect(one.code).toBe(0);
+      expect(leftovers()).toEqual([]);
+      expect(readFileSync(join(EXPORT, 'run.txt'), 'utf8')).toBe('run-1'); // plain: the parent reads it
+      expect(readFileSync(join(EXPORT, 'appvault.img')).indexOf('run-1')).toBe(-1); // encrypted: it does not
+      const two = await runOnce('run-2');
+      expect(two.out).toContain('BEFORE /mnt/ee-app/run.txt run-1');
+      expect(two.out).toContain('BEFORE /mnt/ee-appvault/run.txt run-1');
+      expect(two.code).toBe(0);
       expect(leftovers()).toEqual([]);
     }, 300_000);
   },
