@@ -341,6 +341,25 @@ export interface Watch {
  * right after the poll phase). Events that arrive before it runs coalesce into one call; uv_poll
  * is level-triggered, so a readiness the handler does not consume is reported again.
  */
+/**
+ * Open watches, closed when this thread's environment exits. koffi's poll callback calls into JS
+ * whenever its fd is ready, also while a worker thread is being torn down (after an uncaught
+ * error or process.exit() there); that call fails and node-addon-api aborts the whole process
+ * ("FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw" or "Error::New
+ * napi_get_last_error_info"), on every Node version. 'exit' runs before the teardown.
+ */
+const openWatches = new Set<Watch>();
+let exitHook = false;
+function closeOnExit(w: Watch): void {
+  openWatches.add(w);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const open of [...openWatches]) open.close();
+    });
+  }
+}
+
 export function watchReadable(fd: number, cb: () => void): Watch {
   const poll = koffi.node.poll as unknown as (
     fd: number,
@@ -356,14 +375,17 @@ export function watchReadable(fd: number, cb: () => void): Watch {
     pending ??= setImmediate(run);
   });
   let open = true;
-  return {
+  const watch: Watch = {
     close() {
       if (open) {
         open = false;
+        openWatches.delete(watch);
         if (pending) clearImmediate(pending);
         pending = undefined;
         h.close();
       }
     },
   };
+  closeOnExit(watch);
+  return watch;
 }

@@ -226,6 +226,25 @@ type KoffiPoll = (
  * runs coalesce into one call; uv_poll is level-triggered, so a readiness not consumed by the
  * handler is reported again and nothing is lost.
  */
+/**
+ * Open watches, closed when this thread's environment exits. koffi's poll callback calls into JS
+ * whenever its fd is ready, also while a worker thread is being torn down (after an uncaught
+ * error or process.exit() there); that call fails and node-addon-api aborts the whole process
+ * ("FATAL ERROR: Error::ThrowAsJavaScriptException napi_throw" or "Error::New
+ * napi_get_last_error_info"), on every Node version. 'exit' runs before the teardown.
+ */
+const openWatches = new Set<PollWatch>();
+let exitHook = false;
+function closeOnExit(w: PollWatch): void {
+  openWatches.add(w);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const open of [...openWatches]) open.close();
+    });
+  }
+}
+
 function pollFd(
   fd: number,
   events: { readable: boolean; writable: boolean },
@@ -249,10 +268,11 @@ function pollFd(
     }
   });
   let open = true;
-  return {
+  const watch: PollWatch = {
     close() {
       if (!open) return;
       open = false;
+      openWatches.delete(watch);
       if (pending) clearImmediate(pending);
       pending = undefined;
       handle.close();
@@ -268,6 +288,8 @@ function pollFd(
       if (open) handle.unref();
     },
   };
+  closeOnExit(watch);
+  return watch;
 }
 
 /** Watches `fd` for writability (or an error); `cb` runs once per readiness, as an I/O callback. */

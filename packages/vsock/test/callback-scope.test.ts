@@ -7,9 +7,11 @@
 // this process raises an event in between.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, createEmulatedTransport, emulatedVmSocketPath } from '../src/index.js';
 
@@ -64,5 +66,38 @@ describe('events raised from uv_poll run as Node I/O callbacks', () => {
     const [echo] = (await once(c, 'data')) as [Buffer];
     expect(echo.toString()).toBe('ping');
     c.destroy();
+  });
+
+  it('a worker that exits while a handshake is being watched ends alone (the process is not aborted)', async () => {
+    // The VM side sends "OK" without its newline and then nothing: the fd stays readable, the
+    // handshake open. The worker then calls process.exit(7): its watch must be closed before
+    // the worker's environment goes, else koffi's callback into the dying worker aborts us.
+    const dist = fileURLToPath(new URL('../dist/index.cjs', import.meta.url));
+    expect(existsSync(dist), 'build first: pnpm --filter @enclave-extras/vsock build').toBe(true);
+    dir = mkdtempSync(join(tmpdir(), 'eecbs-'));
+    const vmPath = emulatedVmSocketPath(dir, 24);
+    child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const net = require('node:net');
+         net.createServer((s) => { s.on('error', () => {}); s.once('data', () => s.write('OK')); })
+           .listen(process.argv[1], () => process.stdout.write('ready\\n'));`,
+        vmPath,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await once(child.stdout as NodeJS.ReadableStream, 'data');
+    const worker = new Worker(
+      `const { connect, createEmulatedTransport } = require(${JSON.stringify(dist)});
+       const { parentPort, workerData } = require('node:worker_threads');
+       const c = connect({ cid: 24, port: 1, transport: createEmulatedTransport({ dir: workerData }) });
+       c.on('error', () => {});
+       // "OK" has arrived (readable, no newline): leave while the watch is open
+       setTimeout(() => { parentPort.postMessage('leaving'); process.exit(7); }, 200);`,
+      { eval: true, workerData: dir },
+    );
+    const [code] = (await once(worker, 'exit')) as [number];
+    expect(code).toBe(7);
   });
 });
