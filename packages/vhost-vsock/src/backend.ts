@@ -305,6 +305,12 @@ export async function createVhostVsockBackend(
       }
       const transport = createEmulatedTransport({ dir: ownDir(), localCid: hostCid });
       const server = createServer({ transport, allowHalfOpen: true }, (socket) => {
+        // a connection still reading its preamble when close() ran arrives after the sweep of
+        // handlerSockets: nothing would ever close it (its peer is gone, it is half-open)
+        if (closed) {
+          socket.destroy();
+          return;
+        }
         const key = `${socket.remotePort}:${port}`;
         handlerSockets.set(key, socket);
         socket.once('close', () => {
