@@ -86,10 +86,12 @@ export async function runEnclave(
   // Until the app runs (and runApp forwards signals), a SIGTERM/SIGINT stops the bring-up
   // instead of killing this process half-way (as PID 1 it would even be ignored).
   let early: NodeJS.Signals | undefined;
+  const bringUp = new AbortController();
   let appRunning = false;
   const onEarly = (sig: NodeJS.Signals) => {
     if (appRunning) return; // runApp's own handlers forward it
     early ??= sig;
+    bringUp.abort(); // e.g. stop waiting for a volume's NFS server
     log.info({ signal: sig }, 'signal before the app started: stopping');
   };
   const earlySignals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
@@ -166,13 +168,14 @@ export async function runEnclave(
   let volumes: MountedVolumes | undefined;
   if (!early) {
     try {
-      volumes = await mountEnclaveVolumes(config, log, options.dataKeys);
+      volumes = await mountEnclaveVolumes(config, log, options.dataKeys, bringUp.signal);
     } catch (err) {
       dropEarly();
       await transparent?.close({ drain: false });
       await stopDns();
       await runtime.close({ drain: false });
       reaping?.release();
+      if (early) return { status: exitStatus(null, early), code: null, signal: early };
       throw err;
     }
   }

@@ -83,4 +83,22 @@ describe('runEnclave with volumes', () => {
     expect((err as { code?: string }).code).toBe('ERR_VOLUME_MOUNT_POINT_MISSING');
     expect(existsSync(marker)).toBe(false);
   });
+
+  it('a SIGTERM while waiting for the NFS server stops the bring-up at once (not at readyTimeoutMs)', async () => {
+    const port = await freePort();
+    const marker = join(dir, 'app-ran-3');
+    const config = enclaveConfigSchema.parse({
+      network: { setup: false },
+      volumes: [{ name: 'data', mountPoint: dir, server: { port }, readyTimeoutMs: 600_000 }],
+    });
+    const run = runEnclave(config, {
+      command: process.execPath,
+      args: ['-e', `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'x')`],
+      skipNetwork: true,
+    });
+    setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 500);
+    // like any signal before the app: the run ends with 128 + SIGTERM, the app never started
+    expect(await run).toEqual({ status: 143, code: null, signal: 'SIGTERM' });
+    expect(existsSync(marker)).toBe(false);
+  });
 });
