@@ -76,7 +76,14 @@ export const kmsAccessSchema = z
 
 export const encryptionSchema = z
   .object({
-    /** The ext4 image on the export (created on first boot). Default `<name>.img`. */
+    /**
+     * `fscrypt` (default; ext4 image, loop-mounted, works on the stock 4.14 enclave kernel),
+     * `luks2` (LUKS2 container through dm-crypt; needs a kernel with dm_crypt) or `auto`
+     * (LUKS2 when /sys/module/dm_crypt exists, else fscrypt). An existing image keeps the kind
+     * its header says; a mismatch with `fscrypt`/`luks2` is an error, never a conversion.
+     */
+    kind: z.enum(['fscrypt', 'luks2', 'auto']).default('fscrypt'),
+    /** The ext4 image or LUKS2 container on the export (created on first boot). Default `<name>.img`. */
     image: relativeFile.optional(),
     /** The KMS-encrypted data key, beside the image. Default `<image>.key`. */
     keyBlob: relativeFile.optional(),
@@ -124,7 +131,7 @@ export const volumeSchema = z
     readyTimeoutMs: z.number().int().min(0).max(3_600_000).default(60_000),
     /** Refuse to start when less than this is free on the volume (MiB; 0 = no check). */
     minFreeMiB: z.number().int().min(0).default(0),
-    /** Present: an encrypted volume (ext4 image + fscrypt, key from KMS) on the export. */
+    /** Present: an encrypted volume (ext4 image + fscrypt, or LUKS2; key from KMS) on the export. */
     encryption: encryptionSchema.optional(),
   })
   .strict();

@@ -15,10 +15,10 @@ export interface ExecResult {
 export function run(
   file: string,
   args: readonly string[],
-  options: { signal?: AbortSignal; timeoutMs?: number } = {},
+  options: { signal?: AbortSignal; timeoutMs?: number; input?: Uint8Array } = {},
 ): Promise<ExecResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       {
@@ -34,5 +34,10 @@ export function run(
         resolve({ code: -1, stdout, stderr: stderr || e.message, spawnError: e });
       },
     );
+    // secrets (a key for `--key-file=-`) go through a pipe: never argv, never a file
+    if (options.input) {
+      child.stdin?.on('error', () => {}); // the program may exit before reading it all
+      child.stdin?.end(options.input);
+    } else child.stdin?.end();
   });
 }

@@ -28,6 +28,7 @@ export {
 } from './exports.js';
 export { type DataKeySource, type KmsDataKeysOptions, type KmsLike, kmsDataKeys } from './keys.js';
 export type { VolumeLogger } from './logger.js';
+
 export {
   nfsMountOptionString,
   probeNfs,

@@ -26,6 +26,7 @@ import {
 } from './fscrypt.js';
 import type { DataKeySource } from './keys.js';
 import { silentLogger, type VolumeLogger } from './logger.js';
+import { chooseEncryption, hasDmCrypt, imageFormat, openLuks } from './luks.js';
 import { isMountPoint, loopDevicesFor } from './mounts.js';
 import { mountNfs, syncAndUnmount, waitForNfsServer } from './nfs.js';
 
@@ -42,6 +43,8 @@ export interface MountedVolume {
   readonly name: string;
   readonly mountPoint: string;
   readonly encrypted: boolean;
+  /** How an encrypted volume is encrypted (`encryption.kind: auto` resolved); absent when plain. */
+  readonly encryption?: 'fscrypt' | 'luks2';
   /** `sync`, then unmount everything this mount set up, in reverse order. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -233,6 +236,7 @@ export async function mountVolume(
   const logger = options.logger ?? silentLogger;
   const stack: Undo[] = [];
   const signal = options.signal;
+  let used: 'fscrypt' | 'luks2' | undefined;
   try {
     // 1. the mount point
     let st: Awaited<ReturnType<typeof stat>> | undefined;
@@ -336,7 +340,30 @@ export async function mountVolume(
           `${image} exists but its key blob ${blobPath} does not: the volume cannot be opened, and a new key is never made for an existing image. Restore the blob.`,
           { path: blobPath },
         );
+      const existing = haveImage ? await imageFormat(image) : undefined;
+      const choice = chooseEncryption(enc.kind, {
+        dmCrypt: await hasDmCrypt(),
+        ...(existing ? { existing } : {}),
+      });
+      if ('error' in choice)
+        throw fail(choice.error, v, existing ? `${image} ${choice.message}` : choice.message, {
+          path: image,
+        });
+      logger.info(
+        { volume: v.name, encryption: choice.kind, reason: choice.reason },
+        `volumes: encryption ${choice.kind}`,
+      );
+      used = choice.kind;
+      const luks = choice.kind === 'luks2';
+      if (luks && haveBlob && !haveImage)
+        throw fail(
+          'ERR_VOLUME_INCOMPLETE',
+          v,
+          `the key blob ${blobPath} exists but the LUKS2 container ${image} does not: a container is only created when neither exists. Restore the container, or delete the blob if this is a first boot that never finished.`,
+          { path: image },
+        );
       let key: Uint8Array;
+      let newBlob: Uint8Array | undefined;
       if (haveBlob) {
         const blob = await readFile(blobPath);
         try {
@@ -369,85 +396,108 @@ export async function mountVolume(
           );
         }
         key = made.plaintext;
-        await writeNew(blobPath, made.ciphertext);
-        logger.info(
-          { volume: v.name, blob: blobPath },
-          'volumes: new data key stored beside the image',
-        );
-      }
-      try {
-        if (key.length !== 64)
-          throw fail(
-            'ERR_VOLUME_WRONG_KEY',
-            v,
-            `the data key is ${key.length} bytes, fscrypt AES-256-XTS needs 64`,
-          );
-        const fresh = !haveImage;
-        if (fresh) await createImage(v, image, enc.size, logger);
-        await checkSuperblock(v, image);
-        if (loopDevicesFor(image).length > 0)
-          throw fail(
-            'ERR_VOLUME_ALREADY_MOUNTED',
-            v,
-            `${image} is already attached to ${loopDevicesFor(image).join(', ')}: mounting it twice would corrupt it`,
-            { path: image },
-          );
-        const fsDir = join(base, 'fs');
-        await mkdir(fsDir, { recursive: true, mode: 0o700 });
-        await mountExt4(v, image, fsDir);
-        stack.push({ what: `umount ${fsDir}`, run: () => syncAndUnmount(fsDir, v.name) });
-        let handle: KeyHandle;
-        try {
-          handle = await addKey(fsDir, key);
-        } catch (err) {
-          throw fail(
-            'ERR_VOLUME_UNSUPPORTED',
-            v,
-            `the kernel refused the fscrypt key (${errorMessage(err)}): it needs CONFIG_FS_ENCRYPTION and AES-XTS/CTS`,
-            { cause: err },
+        if (luks)
+          newBlob = made.ciphertext; // written once the container is formatted
+        else {
+          await writeNew(blobPath, made.ciphertext);
+          logger.info(
+            { volume: v.name, blob: blobPath },
+            'volumes: new data key stored beside the image',
           );
         }
-        stack.push({ what: 'remove the fscrypt key', run: () => removeKey(handle) });
-        const dataDir = join(fsDir, 'data');
-        const want = keyDescriptor(key);
-        if (fresh) {
-          await mkdir(dataDir, { mode: 0o755 });
-          if (!(await setPolicy(dataDir, want)))
-            throw fail(
-              'ERR_VOLUME_UNSUPPORTED',
-              v,
-              `setting the fscrypt policy on ${dataDir} failed: the kernel needs fscrypt with AES-256-XTS/CTS`,
-              { path: dataDir },
-            );
-        } else {
-          const have = await getPolicyDescriptor(dataDir).catch(() => undefined);
-          if (!have)
-            throw fail(
-              'ERR_VOLUME_CORRUPT',
-              v,
-              `${dataDir} in ${image} is missing or has no encryption policy: not a volume this package created, or damaged`,
-              { path: image },
-            );
-          if (!have.equals(want))
+      }
+      try {
+        if (luks) {
+          if (key.length !== 64)
             throw fail(
               'ERR_VOLUME_WRONG_KEY',
               v,
-              `the data key from ${blobPath} (descriptor ${want.toString('hex')}) is not the key of ${image} (descriptor ${have.toString('hex')}): the blob was replaced. Restore the right blob.`,
-              { path: blobPath },
+              `the data key is ${key.length} bytes, a volume key is 64 (AES-256-XTS)`,
             );
-        }
-        const r = await run('mount', ['--bind', dataDir, v.mountPoint]);
-        if (r.code !== 0)
-          throw fail(
-            'ERR_VOLUME_MOUNT_FAILED',
+          await openLuks({
             v,
-            `bind-mounting ${dataDir} on ${v.mountPoint} failed: ${r.stderr.trim()}`,
-            { path: v.mountPoint, cause: r.stderr },
-          );
-        stack.push({
-          what: `umount ${v.mountPoint}`,
-          run: () => syncAndUnmount(v.mountPoint, v.name),
-        });
+            image,
+            blobPath,
+            key,
+            ...(newBlob ? { newBlob } : {}),
+            stack,
+            logger,
+            writeNew,
+          });
+        } else {
+          if (key.length !== 64)
+            throw fail(
+              'ERR_VOLUME_WRONG_KEY',
+              v,
+              `the data key is ${key.length} bytes, fscrypt AES-256-XTS needs 64`,
+            );
+          const fresh = !haveImage;
+          if (fresh) await createImage(v, image, enc.size, logger);
+          await checkSuperblock(v, image);
+          if (loopDevicesFor(image).length > 0)
+            throw fail(
+              'ERR_VOLUME_ALREADY_MOUNTED',
+              v,
+              `${image} is already attached to ${loopDevicesFor(image).join(', ')}: mounting it twice would corrupt it`,
+              { path: image },
+            );
+          const fsDir = join(base, 'fs');
+          await mkdir(fsDir, { recursive: true, mode: 0o700 });
+          await mountExt4(v, image, fsDir);
+          stack.push({ what: `umount ${fsDir}`, run: () => syncAndUnmount(fsDir, v.name) });
+          let handle: KeyHandle;
+          try {
+            handle = await addKey(fsDir, key);
+          } catch (err) {
+            throw fail(
+              'ERR_VOLUME_UNSUPPORTED',
+              v,
+              `the kernel refused the fscrypt key (${errorMessage(err)}): it needs CONFIG_FS_ENCRYPTION and AES-XTS/CTS`,
+              { cause: err },
+            );
+          }
+          stack.push({ what: 'remove the fscrypt key', run: () => removeKey(handle) });
+          const dataDir = join(fsDir, 'data');
+          const want = keyDescriptor(key);
+          if (fresh) {
+            await mkdir(dataDir, { mode: 0o755 });
+            if (!(await setPolicy(dataDir, want)))
+              throw fail(
+                'ERR_VOLUME_UNSUPPORTED',
+                v,
+                `setting the fscrypt policy on ${dataDir} failed: the kernel needs fscrypt with AES-256-XTS/CTS`,
+                { path: dataDir },
+              );
+          } else {
+            const have = await getPolicyDescriptor(dataDir).catch(() => undefined);
+            if (!have)
+              throw fail(
+                'ERR_VOLUME_CORRUPT',
+                v,
+                `${dataDir} in ${image} is missing or has no encryption policy: not a volume this package created, or damaged`,
+                { path: image },
+              );
+            if (!have.equals(want))
+              throw fail(
+                'ERR_VOLUME_WRONG_KEY',
+                v,
+                `the data key from ${blobPath} (descriptor ${want.toString('hex')}) is not the key of ${image} (descriptor ${have.toString('hex')}): the blob was replaced. Restore the right blob.`,
+                { path: blobPath },
+              );
+          }
+          const r = await run('mount', ['--bind', dataDir, v.mountPoint]);
+          if (r.code !== 0)
+            throw fail(
+              'ERR_VOLUME_MOUNT_FAILED',
+              v,
+              `bind-mounting ${dataDir} on ${v.mountPoint} failed: ${r.stderr.trim()}`,
+              { path: v.mountPoint, cause: r.stderr },
+            );
+          stack.push({
+            what: `umount ${v.mountPoint}`,
+            run: () => syncAndUnmount(v.mountPoint, v.name),
+          });
+        }
       } finally {
         key.fill?.(0);
       }
@@ -464,7 +514,12 @@ export async function mountVolume(
         );
     }
     logger.info(
-      { volume: v.name, mountPoint: v.mountPoint, encrypted: Boolean(enc) },
+      {
+        volume: v.name,
+        mountPoint: v.mountPoint,
+        encrypted: Boolean(enc),
+        ...(used ? { encryption: used } : {}),
+      },
       'volumes: mounted',
     );
   } catch (err) {
@@ -477,6 +532,7 @@ export async function mountVolume(
     name: v.name,
     mountPoint: v.mountPoint,
     encrypted: Boolean(v.encryption),
+    ...(used ? { encryption: used } : {}),
     unmount() {
       if (stack.length === 0) return pending ?? Promise.resolve();
       pending ??= unwind(stack, logger, v.name)
