@@ -130,6 +130,16 @@ failed |= run(
 keepReports(oldest.major, 'unit');
 // The packed tarballs as users get them: publint, attw, then an install by name with no compiler
 // on the PATH, importing and requiring every entry point and running every bin's --help.
+// Every fenced block of the package and app READMEs, run as written against the built packages.
+failed |= run(
+  'node',
+  [
+    'scripts/readme-examples.mjs',
+    '--report',
+    join(root, `.readme-examples-report.node${oldest.major}.json`),
+  ],
+  oldest.env,
+);
 failed |= run('node', ['scripts/pack-check.mjs', '--install'], oldest.env);
 
 // 2. The unit suites on the newer lines (built once, above).
