@@ -1,5 +1,4 @@
 import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { encodeCbor } from './cbor.js';
 import { DerError } from './der.js';
 import { type AttestationDocument, type CoseAlgorithm, parseDocument } from './document.js';
 import { bytesEqual, bytesOrHex, pemToDer, toHex } from './encoding.js';
@@ -77,6 +76,19 @@ interface CaEntry {
   verifiedBy?: string;
 }
 
+/**
+ * A leaf certificate as parsed, with its key: what reading the DER yields, nothing about trust.
+ * Reused only for byte-identical leaf DER; the leaf's signature, validity, key usage and the
+ * COSE signature are still checked on every verification.
+ */
+interface LeafEntry {
+  cert: ParsedCertificate;
+  key: KeyObject;
+  /** `key.asymmetricKeyType` and its named curve, read once (each read is a native call). */
+  keyType: string | undefined;
+  curve: string | undefined;
+}
+
 const CURVE_OF_ALG: Record<CoseAlgorithm, { curve: string; hash: string; size: number }> = {
   ES256: { curve: 'prime256v1', hash: 'sha256', size: 32 },
   ES384: { curve: 'secp384r1', hash: 'sha384', size: 48 },
@@ -124,6 +136,8 @@ function toMs(v: Date | number, field: string): number {
 export class AttestationVerifier {
   readonly #roots = new Map<string, CaEntry>();
   readonly #cache = new Map<string, CaEntry>();
+  /** Parsed leaf certificates by DER SHA-256 (parse memo, never a verification result). */
+  readonly #leaves = new Map<string, LeafEntry>();
   readonly #cacheSize: number;
   #hits = 0;
   #misses = 0;
@@ -180,6 +194,7 @@ export class AttestationVerifier {
 
   clearCache(): void {
     this.#cache.clear();
+    this.#leaves.clear();
   }
 
   /** Parses and fully verifies a document. Throws AttestationError with a stable code. */
@@ -218,8 +233,8 @@ export class AttestationVerifier {
     const at = options.at ?? 'now';
     const atMs = at === 'now' ? now : at === 'document' ? doc.timestamp : toMs(at, 'at');
 
-    const { rootSha256, leafKey } = this.#verifyChain(doc, atMs);
-    this.#verifySignature(doc, leafKey);
+    const { rootSha256, leaf } = this.#verifyChain(doc, atMs);
+    this.#verifySignature(doc, leaf);
     const debug = checkPolicy(doc, policy, now);
     return { ...doc, verifiedAt: new Date(atMs), rootSha256, debug };
   }
@@ -243,8 +258,38 @@ export class AttestationVerifier {
     }
   }
 
-  /** Walks root -> leaf. Returns the root fingerprint and the verified leaf key. */
-  #verifyChain(doc: AttestationDocument, atMs: number): { rootSha256: string; leafKey: KeyObject } {
+  /**
+   * The parsed leaf and its key, from the memo when these exact DER bytes were parsed before.
+   * Only parsing is skipped: the caller checks the signature, validity and usage every time.
+   */
+  #leaf(der: Uint8Array): LeafEntry {
+    const hash = sha256Hex(der);
+    const memo = this.#leaves.get(hash);
+    if (memo && bytesEqual(memo.cert.der, der)) {
+      this.#leaves.delete(hash);
+      this.#leaves.set(hash, memo);
+      return memo;
+    }
+    // Parse a private copy so the memo does not keep the caller's whole document buffer alive.
+    const cert = parseCert(this.#cacheSize === 0 ? der : der.slice(), 'payload.certificate');
+    const key = keyOf(cert, 'payload.certificate');
+    const entry: LeafEntry = {
+      cert,
+      key,
+      keyType: key.asymmetricKeyType,
+      curve: key.asymmetricKeyDetails?.namedCurve,
+    };
+    if (this.#cacheSize > 0) {
+      this.#leaves.set(hash, entry);
+      while (this.#leaves.size > this.#cacheSize) {
+        this.#leaves.delete(this.#leaves.keys().next().value as string);
+      }
+    }
+    return entry;
+  }
+
+  /** Walks root -> leaf. Returns the root fingerprint and the verified leaf. */
+  #verifyChain(doc: AttestationDocument, atMs: number): { rootSha256: string; leaf: LeafEntry } {
     if (doc.cabundle.length === 0) {
       throw new AttestationError(
         'ERR_ATTESTATION_UNTRUSTED_ROOT',
@@ -292,7 +337,8 @@ export class AttestationVerifier {
       checkValidity(entry.cert, field, atMs);
       issuer = entry;
     }
-    const leaf = parseCert(doc.certificate, 'payload.certificate');
+    const leafEntry = this.#leaf(doc.certificate);
+    const leaf = leafEntry.cert;
     checkIssuedBy(leaf, issuer, 'payload.certificate');
     if (leaf.unknownCritical.length > 0) {
       throw chainError(
@@ -304,16 +350,16 @@ export class AttestationVerifier {
       throw chainError('payload.certificate', 'leaf keyUsage must include digitalSignature');
     }
     checkValidity(leaf, 'payload.certificate', atMs);
-    return { rootSha256: rootHash, leafKey: keyOf(leaf, 'payload.certificate') };
+    return { rootSha256: rootHash, leaf: leafEntry };
   }
 
-  #verifySignature(doc: AttestationDocument, key: KeyObject): void {
+  #verifySignature(doc: AttestationDocument, leaf: LeafEntry): void {
     const want = CURVE_OF_ALG[doc.alg];
-    const curve = key.asymmetricKeyDetails?.namedCurve;
-    if (key.asymmetricKeyType !== 'ec' || curve !== want.curve) {
+    const { key, keyType, curve } = leaf;
+    if (keyType !== 'ec' || curve !== want.curve) {
       throw new AttestationError(
         'ERR_ATTESTATION_BAD_SIGNATURE',
-        `payload.certificate: leaf key is ${key.asymmetricKeyType ?? '?'} ${curve ?? ''} but protected.alg is ${doc.alg} (needs ${want.curve})`,
+        `payload.certificate: leaf key is ${keyType ?? '?'} ${curve ?? ''} but protected.alg is ${doc.alg} (needs ${want.curve})`,
         { field: 'signature' },
       );
     }
@@ -351,9 +397,52 @@ export class AttestationVerifier {
   }
 }
 
-/** The COSE Sig_structure for COSE_Sign1 with empty external AAD. */
+/** CBOR head of a byte string of `n` bytes (major type 2), written at `o`; returns the new offset. */
+function bstrHead(out: Uint8Array, o: number, n: number): number {
+  if (n < 24) {
+    out[o] = 0x40 | n;
+    return o + 1;
+  }
+  if (n < 0x100) {
+    out[o] = 0x58;
+    out[o + 1] = n;
+    return o + 2;
+  }
+  if (n < 0x10000) {
+    out[o] = 0x59;
+    out[o + 1] = n >> 8;
+    out[o + 2] = n & 0xff;
+    return o + 3;
+  }
+  out[o] = 0x5a;
+  out[o + 1] = n >>> 24;
+  out[o + 2] = (n >> 16) & 0xff;
+  out[o + 3] = (n >> 8) & 0xff;
+  out[o + 4] = n & 0xff;
+  return o + 5;
+}
+
+// array(4), text(10) "Signature1"
+const SIG1_PREFIX = Uint8Array.of(0x84, 0x6a, ...[...'Signature1'].map((c) => c.charCodeAt(0)));
+
+/**
+ * The COSE Sig_structure for COSE_Sign1 with empty external AAD:
+ * `["Signature1", protected, h'', payload]` in CBOR, written in one allocation (the same bytes as
+ * `encodeCbor` gives; a test holds them equal).
+ */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Uint8Array {
-  return encodeCbor(['Signature1', protectedBytes, new Uint8Array(0), payload]);
+  const out = new Uint8Array(
+    SIG1_PREFIX.length + 5 + protectedBytes.length + 1 + 5 + payload.length,
+  );
+  out.set(SIG1_PREFIX, 0);
+  let o = bstrHead(out, SIG1_PREFIX.length, protectedBytes.length);
+  out.set(protectedBytes, o);
+  o += protectedBytes.length;
+  out[o++] = 0x40; // external_aad: empty byte string
+  o = bstrHead(out, o, payload.length);
+  out.set(payload, o);
+  o += payload.length;
+  return out.subarray(0, o);
 }
 
 function checkIssuedBy(cert: ParsedCertificate, issuer: CaEntry, field: string): void {
@@ -399,6 +488,7 @@ function checkCa(cert: ParsedCertificate, field: string, casBelow: number): void
 }
 
 function checkValidity(cert: ParsedCertificate, field: string, atMs: number): void {
+  if (atMs >= cert.notBefore && atMs <= cert.notAfter) return;
   const at = new Date(atMs).toISOString();
   if (atMs < cert.notBefore) {
     throw new AttestationError(

@@ -1,4 +1,9 @@
-import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import {
+  createPublicKey,
+  verify as cryptoVerify,
+  type KeyObject,
+  hash as oneShotHash,
+} from 'node:crypto';
 import {
   children,
   content,
@@ -78,7 +83,8 @@ const NAME_ATTR: Record<string, string> = {
 const CONTROL_CHARS = /[\u0000-\u001f]/g;
 
 export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  // One-shot: no Hash object per call (the verifier hashes every cabundle entry of every document).
+  return oneShotHash('sha256', bytes, 'hex');
 }
 
 function algorithmOid(buf: Uint8Array, t: Tlv | undefined): string {

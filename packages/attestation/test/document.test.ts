@@ -286,6 +286,20 @@ describe('parseDocument structure', () => {
   });
 });
 
+describe('sigStructure', () => {
+  it('writes the same bytes as the CBOR encoder for every length form', () => {
+    for (const pn of [0, 1, 23, 24, 255, 256]) {
+      for (const n of [0, 23, 24, 255, 256, 4500, 65_535, 65_536, 70_000]) {
+        const prot = pcr(0x11, pn);
+        const payload = pcr(0x22, n);
+        const want = encodeCbor(['Signature1', prot, new Uint8Array(0), payload]);
+        // Buffer comparison: toEqual on 70 kB arrays takes seconds
+        expect(Buffer.from(sigStructure(prot, payload)).equals(Buffer.from(want))).toBe(true);
+      }
+    }
+  });
+});
+
 describe('input helpers', () => {
   const doc = signWith(chain);
   it('decodes hex, 0x-hex, base64, base64url and wrapped base64', () => {

@@ -299,4 +299,87 @@ describe('AttestationVerifier cache', () => {
     // and the genuine chain still verifies afterwards
     expect(v.verify(doc).moduleId).toBeTruthy();
   });
+
+  describe('a leaf seen before (its parse is reused) is still checked at every call', () => {
+    const now = Date.now();
+    const c = createCertificateChain({
+      leafValidity: { notBefore: now - HOUR, notAfter: now + HOUR },
+    });
+    const d = signWith(c, { timestamp: now });
+    const leafOf = (bytes: Uint8Array) => parseDocument(bytes).certificate;
+    const withLeaf = (leaf: Uint8Array, cabundle = c.cabundle) => {
+      const parts = split(d);
+      const payload = new Map(parts.payload).set('certificate', leaf).set('cabundle', cabundle);
+      return join({ ...parts, payload }, c.leaf.privateKey);
+    };
+    const verifier = () => {
+      const v = new AttestationVerifier({ roots: [c.root.pem] });
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+      return v;
+    };
+
+    it('a tampered leaf fails after cached successes', () => {
+      const v = verifier();
+      const leaf = leafOf(d);
+      // a byte of its signature, of its public key, of its subject; the document re-signed by the
+      // genuine leaf key so that only the certificate is wrong
+      for (const pos of [leaf.length - 2, leaf.length - 130, 60]) {
+        const bad = leaf.slice();
+        bad[pos]! ^= 0x01;
+        expect(codeOf(() => v.verify(withLeaf(bad), { at: now }))).toBe(
+          'ERR_ATTESTATION_CHAIN_INVALID',
+        );
+      }
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+    });
+
+    it('the same bytes object altered in place after a success fails', () => {
+      const v = new AttestationVerifier({ roots: [c.root.pem] });
+      const mine = d.slice();
+      expect(v.verify(mine, { at: now }).moduleId).toBeTruthy();
+      const off = Buffer.from(mine).indexOf(Buffer.from(leafOf(d)));
+      mine[off + leafOf(d).length - 2]! ^= 0x01;
+      expect(codeOf(() => v.verify(mine, { at: now }))).toBe('ERR_ATTESTATION_CHAIN_INVALID');
+    });
+
+    it('its validity is checked at the requested time', () => {
+      const v = verifier();
+      expect(codeOf(() => v.verify(d, { at: now + 2 * HOUR }))).toBe(
+        'ERR_ATTESTATION_CERT_EXPIRED',
+      );
+      expect(codeOf(() => v.verify(d, { at: now - 2 * HOUR }))).toBe(
+        'ERR_ATTESTATION_CERT_NOT_YET_VALID',
+      );
+    });
+
+    it('the COSE signature is checked with its key', () => {
+      const v = verifier();
+      const other = createCertificateChain({ intermediates: 0 });
+      expect(codeOf(() => v.verify(join(split(d), other.leaf.privateKey), { at: now }))).toBe(
+        'ERR_ATTESTATION_BAD_SIGNATURE',
+      );
+    });
+
+    it('its signature is checked against the issuer of each document', () => {
+      // another PKI with the same names: the leaf's issuer name matches its last intermediate
+      const twin = createCertificateChain();
+      const v = new AttestationVerifier({ roots: [c.root.pem, twin.root.pem] });
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+      expect(v.verify(signWith(twin), { at: now }).moduleId).toBeTruthy();
+      expect(codeOf(() => v.verify(withLeaf(leafOf(d), twin.cabundle), { at: now }))).toBe(
+        'ERR_ATTESTATION_CHAIN_INVALID',
+      );
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+    });
+
+    it('clearCache forgets parsed leaves too, and a disabled cache keeps none', () => {
+      const v = verifier();
+      v.clearCache();
+      expect(v.verify(d, { at: now }).moduleId).toBeTruthy();
+      const off = new AttestationVerifier({ roots: [c.root.pem], cacheSize: 0 });
+      expect(off.verify(d, { at: now }).moduleId).toBeTruthy();
+      expect(off.verify(d, { at: now }).moduleId).toBeTruthy();
+    });
+  });
 });
