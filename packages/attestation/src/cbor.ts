@@ -47,6 +47,8 @@ class Reader {
   constructor(
     readonly buf: Uint8Array,
     readonly field: string,
+    /** Byte strings are copies (true) or views into `buf` (false). */
+    readonly copy = true,
   ) {}
 
   byte(): number {
@@ -115,7 +117,8 @@ function decodeItem(r: Reader, depth: number): CborValue {
       const n = r.length(ai, 1);
       let data: Uint8Array;
       if (n >= 0) {
-        data = r.bytes(n).slice();
+        // text is decoded straight from the input; only byte strings are copied (unless views)
+        data = major === 2 && r.copy ? r.bytes(n).slice() : r.bytes(n);
       } else {
         const chunks: Uint8Array[] = [];
         let total = 0;
@@ -211,9 +214,21 @@ function halfToNumber(h: number): number {
   return sign * 2 ** (exp - 15) * (1 + mant / 1024);
 }
 
-/** Decodes exactly one CBOR item covering all of `bytes`. */
+/** Decodes exactly one CBOR item covering all of `bytes`. Byte strings are returned as copies. */
 export function decodeCbor(bytes: Uint8Array, field: string): CborValue {
-  const r = new Reader(bytes, field);
+  return decode(new Reader(bytes, field));
+}
+
+/**
+ * Like {@link decodeCbor}, but byte strings are views into `bytes` (no allocation each): only
+ * for bytes the caller owns and never changes. Internal.
+ */
+export function decodeCborViews(bytes: Uint8Array, field: string): CborValue {
+  return decode(new Reader(bytes, field, false));
+}
+
+function decode(r: Reader): CborValue {
+  const { buf: bytes, field } = r;
   if (bytes.length === 0) throw malformed('empty input', field);
   const v = decodeItem(r, 0);
   if (r.pos !== bytes.length) {

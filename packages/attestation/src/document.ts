@@ -1,4 +1,4 @@
-import { CborTag, type CborValue, decodeCbor, describe } from './cbor.js';
+import { CborTag, type CborValue, decodeCbor, decodeCborViews, describe } from './cbor.js';
 import { documentBytes } from './encoding.js';
 import { AttestationError, wrapError } from './errors.js';
 
@@ -164,7 +164,11 @@ function parse(
   if (bytes.length > MAX_DOCUMENT_BYTES) {
     throw size('document', `${bytes.length} bytes exceeds the ${MAX_DOCUMENT_BYTES}-byte limit`);
   }
-  let top = decodeCbor(bytes, 'document');
+  // One private copy of the input (a string input was decoded into a fresh array already): every
+  // byte string of the document is a view into it, so nothing aliases the caller's memory and
+  // parsing does not allocate each certificate, PCR and field separately.
+  const own = typeof input === 'string' ? bytes : bytes.slice();
+  let top = decodeCborViews(own, 'document');
   let tagged = false;
   if (top instanceof CborTag) {
     if (top.tag !== 18) throw structure('document', `CBOR tag ${top.tag} (only 18, COSE_Sign1)`);
@@ -195,7 +199,7 @@ function parse(
     throw size('payload', `${payload.length} bytes exceeds the ${MAX_PAYLOAD_BYTES}-byte limit`);
   }
 
-  const p = decodeCbor(payload, 'payload');
+  const p = decodeCborViews(payload, 'payload');
   if (!(p instanceof Map)) throw structure('payload', `expected a map, got ${describe(p)}`);
   const get = (k: string): CborValue => p.get(k);
 

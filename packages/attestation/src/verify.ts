@@ -327,7 +327,8 @@ export class AttestationVerifier {
         this.#hits++;
       } else {
         this.#misses++;
-        const cert = entry?.cert ?? parseCert(der, field);
+        // a private copy: the cache must not keep the whole document (der is a view into it)
+        const cert = entry?.cert ?? parseCert(this.#cacheSize === 0 ? der : der.slice(), field);
         entry = { cert, key: entry?.key ?? keyOf(cert, field) };
         checkIssuedBy(cert, issuer, field);
         entry.verifiedBy = issuer.cert.sha256;

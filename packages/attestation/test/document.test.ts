@@ -286,6 +286,24 @@ describe('parseDocument structure', () => {
   });
 });
 
+describe('parsed documents own their bytes', () => {
+  it('changing the input afterwards changes nothing in the parsed document', () => {
+    const bytes = signWith(chain, { nonce: pcr(9, 32) });
+    for (const input of [bytes.slice(), bytes.slice().buffer]) {
+      const doc = parseDocument(input);
+      const before = structuredClone({ ...doc, date: undefined });
+      (input instanceof ArrayBuffer ? new Uint8Array(input) : input).fill(0);
+      expect({ ...doc, date: undefined }).toEqual(before);
+      expect(
+        verifyDocument(
+          encodeCbor([doc.raw.protected, new Map(), doc.raw.payload, doc.raw.signature]),
+          { roots: [chain.root.pem] },
+        ).moduleId,
+      ).toBe(doc.moduleId);
+    }
+  });
+});
+
 describe('sigStructure', () => {
   it('writes the same bytes as the CBOR encoder for every length form', () => {
     for (const pn of [0, 1, 23, 24, 255, 256]) {
