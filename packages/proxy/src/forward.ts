@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { takeEndedTail } from './handshake.js';
+import { takePending } from './handshake.js';
 import type { ProxySocket } from './transport.js';
 
 /**
@@ -94,13 +94,16 @@ interface StreamHandle {
  * resume on drain.
  */
 export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
+  // Payload bytes a handshake read (or a rewritten request head) go first, written explicitly:
+  // unshifted bytes would bypass the reused-buffer read path below on Node 26.
+  const pending = takePending(src);
+  let pendingQueued = false;
+  if (pending && pending.length > 0) {
+    count(pending.length);
+    pendingQueued = !dst.write(pending);
+  }
   if (src.readableEnded) {
-    // EOF arrived while a handshake was read: forward what was left, then the half-close.
-    const tail = takeEndedTail(src);
-    if (tail && tail.length > 0) {
-      count(tail.length);
-      dst.write(tail);
-    }
+    // EOF arrived while a handshake was read: what was left is written, now the half-close.
     dst.end();
     return;
   }
@@ -169,8 +172,12 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
     current = firstRead;
     s[k.buffer] = current;
     handle.useUserBuffer(current);
-    // bytes already in the stream's queue (over-read by a handshake, or read with the vsock
-    // emulation's preamble) go first
+    if (pendingQueued) {
+      // dst queued the pending bytes: read on once it has written them
+      held++;
+      dst.write(Buffer.alloc(0), () => release(undefined));
+    }
+    // bytes already in the stream's queue (read with the vsock emulation's preamble) go next
     if (src.readableLength > 0) {
       const queued = src.read() as Buffer | null;
       if (queued && queued.length > 0) {
@@ -181,6 +188,10 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
         }
       }
     }
+    if (held > 0) {
+      src.pause();
+      return;
+    }
     src.resume();
     return;
   }
@@ -189,5 +200,6 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
     if (!dst.write(chunk)) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.resume();
+  if (pendingQueued) src.pause();
+  else src.resume();
 }

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import { describeEndpoint, type Endpoint, formatHostPort, toEndpoint } from './endpoint.js';
 import { errorCode, errorMessage, ProxyError } from './errors.js';
-import { HandshakeReader } from './handshake.js';
+import { HandshakeReader, prependPending, takePending } from './handshake.js';
 import { formatIp, parseIp } from './ip.js';
 import type { Logger } from './logger.js';
 import type { MetricsRegistry } from './metrics.js';
@@ -368,7 +368,7 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
       ctx.setTarget(target);
       let upstream: ProxySocket;
       try {
-        upstream = await openParentTunnel(parent, req, {
+        upstream = await openTunnel(parent, req, {
           signal: ctx.signal,
           timeoutMs: timeout,
           ...(options.vsock ? { vsock: options.vsock } : {}),
@@ -390,12 +390,11 @@ export function createEgressGateway(options: EgressGatewayOptions): Route {
       if (request.kind === 'socks') socksReply(client, 0x00, false);
       else if (request.kind === 'connect') {
         client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      } else if (client.readableEnded) {
-        // EOF came with the head: the pipe forwards the buffered tail (body) after this.
-        upstream.write(request.head);
       } else {
-        // Put the rewritten head in front of the unread body, so the pipe carries (and counts) it.
-        client.unshift(request.head);
+        // The rewritten head goes in front of the body bytes read with it (pending on the client
+        // socket, also after an EOF that came with the head): the pipe writes (and counts) both
+        // before it reads anything more.
+        prependPending(client, request.head);
       }
       return upstream;
     },
@@ -418,6 +417,26 @@ export interface ParentTunnelOptions {
  * `details: { by: 'parent', reason }`; the socket is destroyed on any failure.
  */
 export async function openParentTunnel(
+  parent: Endpoint | string,
+  target: { host: string; port: number },
+  options: ParentTunnelOptions = {},
+): Promise<ProxySocket> {
+  const upstream = await openTunnel(parent, target, options);
+  // bytes the target sent right after the reply were read with it: a caller reads the socket as a
+  // stream, so they go back into it (before any EOF, which a stream cannot take bytes after)
+  const rest = takePending(upstream);
+  if (rest && rest.length > 0) {
+    if (upstream.readableEnded) {
+      upstream.destroy();
+      throw protocolError(`the parent ${describeEndpoint(toEndpoint(parent))} closed the tunnel`);
+    }
+    upstream.unshift(rest);
+  }
+  return upstream;
+}
+
+/** openParentTunnel for the route's own pipe: bytes read after the reply stay pending (takePending). */
+async function openTunnel(
   parent: Endpoint | string,
   target: { host: string; port: number },
   options: ParentTunnelOptions = {},
@@ -513,7 +532,7 @@ export function createTransparentGateway(options: TransparentGatewayOptions): Ro
       try {
         const target = await options.target(ctx.socket);
         ctx.setTarget(formatHostPort(target.host, target.port));
-        return await openParentTunnel(parent, target, {
+        return await openTunnel(parent, target, {
           signal: ctx.signal,
           timeoutMs: timeout,
           ...(options.vsock ? { vsock: options.vsock } : {}),

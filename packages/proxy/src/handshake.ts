@@ -1,18 +1,33 @@
 import { ProxyError } from './errors.js';
 import type { ProxySocket } from './transport.js';
 
-const endedTails = new WeakMap<ProxySocket, Buffer>();
+/**
+ * Bytes read from a socket during a handshake that belong to the payload (over-read after the
+ * handshake, or a rewritten request head): `pipeOneWay` writes them to the other side, counted,
+ * before it reads anything more from the socket. Kept here instead of `socket.unshift()`: on
+ * Node 26 bytes unshifted into a socket are not seen by the reused-buffer (`onread`) read path,
+ * and after EOF a stream refuses unshift() altogether.
+ */
+const pendingBytes = new WeakMap<ProxySocket, Buffer>();
 
-/** For a socket whose peer already sent EOF during a handshake: the bytes read after the handshake. */
-export function takeEndedTail(socket: ProxySocket): Buffer | undefined {
-  const t = endedTails.get(socket);
-  endedTails.delete(socket);
+/** Puts `bytes` in front of the socket's pending payload bytes. */
+export function prependPending(socket: ProxySocket, bytes: Buffer): void {
+  if (bytes.length === 0) return;
+  const rest = pendingBytes.get(socket);
+  pendingBytes.set(socket, rest && rest.length > 0 ? Buffer.concat([bytes, rest]) : bytes);
+}
+
+/** Takes (and forgets) the payload bytes a handshake left for the socket. */
+export function takePending(socket: ProxySocket): Buffer | undefined {
+  const t = pendingBytes.get(socket);
+  pendingBytes.delete(socket);
   return t;
 }
 
 /**
- * Reads a handshake from a socket byte by byte-count, then hands the socket back (not flowing) with any
- * over-read bytes unshifted, so the forwarding pipe sees every payload byte.
+ * Reads a handshake from a socket byte by byte-count, then hands the socket back (not flowing);
+ * over-read bytes are kept as the socket's pending payload (`takePending`), which the forwarding
+ * pipe writes first, so it sees every payload byte.
  */
 export class HandshakeReader {
   private buf: Buffer = Buffer.alloc(0);
@@ -39,9 +54,7 @@ export class HandshakeReader {
     }
     this.wake();
   };
-  private ended = false;
   private readonly onEnd = () => {
-    this.ended = true;
     this.fail(
       new ProxyError('ERR_PROXY_GATEWAY_PROTOCOL', `The peer closed during the ${this.what}.`),
     );
@@ -126,7 +139,7 @@ export class HandshakeReader {
     return head;
   }
 
-  /** Detaches and puts the unread bytes back. */
+  /** Detaches and keeps the unread bytes as the socket's pending payload (see `takePending`). */
   finish(): void {
     if (this.done) return;
     this.done = true;
@@ -136,9 +149,13 @@ export class HandshakeReader {
     this.socket.removeListener('close', this.onEnd);
     this.socket.removeListener('error', this.onError);
     this.signal?.removeEventListener('abort', this.onAbort);
-    // After 'end' a stream refuses unshift(): keep the tail aside for the forwarding pipe.
-    if (this.ended || this.socket.readableEnded) endedTails.set(this.socket, this.buf);
-    else if (this.buf.length > 0 && !this.socket.destroyed) this.socket.unshift(this.buf);
+    if (this.buf.length > 0 && !this.socket.destroyed) {
+      const rest = pendingBytes.get(this.socket);
+      pendingBytes.set(
+        this.socket,
+        rest && rest.length > 0 ? Buffer.concat([rest, this.buf]) : this.buf,
+      );
+    }
     this.buf = Buffer.alloc(0);
   }
 }
