@@ -363,4 +363,49 @@ describe('log shipping', () => {
     expect(server.metricsText()).toContain('ee_parent_log_protocol_errors_total 1');
     await server.close();
   });
+
+  it('small writes the parent cannot take yet are flushed once it reads again (no drain comes for them)', {
+    timeout: 60_000,
+  }, async () => {
+    // A parent that stops reading: once the kernel buffer is full, a small write is taken (below
+    // the high-water mark, so it returns true) but stays queued in the socket, and Node emits no
+    // 'drain' for it. The forwarder must still go on flushing when those bytes are out.
+    const path = join(dir, 'stalled-parent.sock');
+    let conn: net.Socket | undefined;
+    const connected = new Promise<net.Socket>((resolve) => {
+      const srv = net.createServer((c) => {
+        c.pause();
+        conn = c;
+        srv.close();
+        resolve(c);
+      });
+      srv.listen(path);
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    const fwd = startLogForwarder({
+      parent: { kind: 'unix', path },
+      bufferBytes: 64 * 1024 * 1024,
+    });
+    const c = await connected;
+    const lines = 8192;
+    const pad = 'y'.repeat(1000);
+    // one line per turn of the event loop, so every flush writes one small frame
+    for (let i = 1; i <= lines; i++) {
+      fwd.write('stdout', `small ${i} ${pad}\n`);
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(fwd.stats().dropped.stdout).toBe(0);
+    const d = new LogFrameDecoder();
+    const got: number[] = [];
+    c.on('data', (chunk: Buffer) => {
+      for (const f of d.push(chunk)) {
+        if (f.type === 'record') got.push(Number(f.line.toString('utf8').split(' ')[1]));
+      }
+    });
+    c.resume();
+    expect(await fwd.close({ timeoutMs: 20_000 })).toEqual({ flushed: true });
+    await new Promise((r) => (conn?.readableEnded ? r(null) : c.once('end', r)));
+    expect(got).toHaveLength(lines);
+    expect(got.every((n, i) => n === i + 1)).toBe(true);
+  });
 });

@@ -282,13 +282,20 @@ export class LogForwarder {
     else this.awaitDrain(s);
   }
 
+  /**
+   * Flushes again once `s` has written what it holds. 'drain' comes only after a write that
+   * returned false; when the writes were taken (below the high-water mark) but are still queued,
+   * the callback of an empty write (called after every earlier write) says when they are out.
+   */
   private awaitDrain(s: net.Socket): void {
     this.waitingDrain = true;
-    s.once('drain', () => {
-      if (this.socket !== s) return;
+    const again = () => {
+      if (this.socket !== s || !this.waitingDrain) return;
       this.waitingDrain = false;
       this.flush();
-    });
+    };
+    if (s.writableNeedDrain) s.once('drain', again);
+    else s.write(EMPTY, again);
   }
 
   private notifyIdle(): void {
