@@ -217,7 +217,7 @@ async function luksOpen(
   throw fail(
     code,
     v,
-    `cryptsetup open ${image} failed (exit ${r.code}: ${text || 'no message'})${hint ? `. ${hint}` : ''}`,
+    `cryptsetup open ${image} failed (exit ${r.code}: ${text.replace(/\.$/, '') || 'no message'})${hint ? `: ${hint}` : ''}`,
     { path: image, syscall: 'cryptsetup', cause: r.spawnError ?? text },
   );
 }
