@@ -94,8 +94,10 @@ interface StreamHandle {
  * resume on drain.
  */
 export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
-  // Payload bytes a handshake read (or a rewritten request head) go first, written explicitly:
-  // unshifted bytes would bypass the reused-buffer read path below on Node 26.
+  // Payload bytes a handshake read (or a rewritten request head) go first, written explicitly.
+  // They were unshift()ed into the stream before, and the fast path below took them with one
+  // read(): on Node 26 that returns only the first queued chunk (the head, not the body unshifted
+  // behind it), and the reused-buffer reads never see the rest of the stream's queue.
   const pending = takePending(src);
   let pendingQueued = false;
   if (pending && pending.length > 0) {
@@ -177,16 +179,14 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       held++;
       dst.write(Buffer.alloc(0), () => release(undefined));
     }
-    // bytes already in the stream's queue (read with the vsock emulation's preamble) go next
-    if (src.readableLength > 0) {
+    // bytes already in the stream's queue (read with the vsock emulation's preamble) go next,
+    // all of them: on Node 26 read() of a paused stream returns one queued chunk, not the queue
+    while (src.readableLength > 0) {
       const queued = src.read() as Buffer | null;
-      if (queued && queued.length > 0) {
-        count(queued.length);
-        if (!forward(queued, undefined)) {
-          src.pause();
-          return;
-        }
-      }
+      if (queued === null) break;
+      if (queued.length === 0) continue;
+      count(queued.length);
+      forward(queued, undefined);
     }
     if (held > 0) {
       src.pause();

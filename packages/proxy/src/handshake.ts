@@ -4,9 +4,9 @@ import type { ProxySocket } from './transport.js';
 /**
  * Bytes read from a socket during a handshake that belong to the payload (over-read after the
  * handshake, or a rewritten request head): `pipeOneWay` writes them to the other side, counted,
- * before it reads anything more from the socket. Kept here instead of `socket.unshift()`: on
- * Node 26 bytes unshifted into a socket are not seen by the reused-buffer (`onread`) read path,
- * and after EOF a stream refuses unshift() altogether.
+ * before it reads anything more from the socket. Kept here instead of `socket.unshift()`: the
+ * reused-buffer (`onread`) read path never reads the stream's queue, and on Node 26 one read()
+ * of a paused stream returns only its first queued chunk; after EOF a stream refuses unshift().
  */
 const pendingBytes = new WeakMap<ProxySocket, Buffer>();
 
