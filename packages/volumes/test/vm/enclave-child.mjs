@@ -66,6 +66,7 @@ async function step(i, st) {
   }
   const volume = await mountVolume(v, { dataKeys, stateDir: st.stateDir ?? job.stateDir });
   say({ step: i, mounted: v.mountPoint });
+  if (st.report) say({ step: i, encryption: volume.encryption });
   try {
     const a = st.action;
     if (a.kind === 'write') {

@@ -67,7 +67,11 @@ function leftovers(): string[] {
         return [];
       }
     });
-  return [...mounts, ...loops];
+  // device-mapper devices (LUKS2 volumes): the kernel's list, whoever created them
+  const dms = readdirSync('/sys/block')
+    .filter((n) => n.startsWith('dm-'))
+    .map((n) => `dm:${readFileSync(`/sys/block/${n}/dm/name`, 'utf8').trim()}`);
+  return [...mounts, ...loops, ...dms];
 }
 
 interface Boot {
@@ -79,6 +83,7 @@ function boot(
   job: Record<string, unknown>,
   onLine?: (l: Record<string, unknown>, child: ChildProcess) => void,
 ): Promise<Boot> {
+  const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CHILD], {
       env: {
@@ -100,7 +105,9 @@ function boot(
         const l = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
         buf = buf.slice(i + 1);
         lines.push(l);
-        process.stderr.write(`volumes vm: ${JSON.stringify(l)}\n`);
+        process.stderr.write(
+          `volumes vm: +${((Date.now() - t0) / 1000).toFixed(1)}s ${JSON.stringify(l)}\n`,
+        );
         onLine?.(l, child);
       }
     });
@@ -136,6 +143,17 @@ describe.skipIf(!inVm)(
       server: SERVER,
       encryption: { size: '64MiB', keyId, image },
     });
+
+    // LUKS2: the suite loads dm_crypt, so `kind: auto` must pick it (asserted through `report`)
+    const luks = (image = 'luks.img') => ({
+      name: 'lvault',
+      mountPoint: '/mnt/ee-lvault',
+      createMountPoint: true,
+      server: SERVER,
+      encryption: { kind: 'auto', size: '64MiB', keyId, image },
+    });
+    const luksText = `${MARKER}\n`.repeat(100); // the job travels in an env variable (128 KiB max)
+    const luksBin = content('luks-big', 1024 * 1024 + 5);
 
     beforeAll(async () => {
       // the parent: a kernel NFS server exporting a 512 MiB tmpfs to 127.0.0.1 only
@@ -188,7 +206,7 @@ describe.skipIf(!inVm)(
     const vaultText = `${MARKER}\n`.repeat(2000);
     const vaultBig = content('vault-big', 2 * 1024 * 1024);
 
-    it('first boot: a plain and an encrypted volume written; the parent holds the plain files and only ciphertext of the encrypted one (contents and names)', async () => {
+    it('first boot: a plain, an fscrypt and a LUKS2 volume written (kind auto picks LUKS2 with dm_crypt); the parent holds the plain files and only ciphertext of the encrypted ones (contents and names)', async () => {
       const first = await boot({
         steps: [
           {
@@ -209,6 +227,18 @@ describe.skipIf(!inVm)(
               files: [
                 { name: SECRET_NAME, text: vaultText },
                 { name: 'big.bin', seed: 'vault-big', size: vaultBig.length },
+              ],
+            },
+          },
+          {
+            volume: luks(),
+            kms: kmsJob(GOOD_PCR0),
+            report: true,
+            action: {
+              kind: 'write',
+              files: [
+                { name: SECRET_NAME, text: luksText },
+                { name: 'big.bin', seed: 'luks-big', size: luksBin.length },
               ],
             },
           },
@@ -239,6 +269,22 @@ describe.skipIf(!inVm)(
       expect(image.indexOf(SECRET_NAME)).toBe(-1);
       expect(image.indexOf(vaultBig.subarray(0, 64))).toBe(-1);
       expect(statSync(join(EXPORT, 'vault.img.key')).size).toBeGreaterThan(64);
+      // LUKS2: a container (header magic + version 2) beside its key blob, ciphertext only
+      expect(at(first, 2)).toEqual({
+        step: 2,
+        mounted: '/mnt/ee-lvault',
+        encryption: 'luks2',
+        wrote: 2,
+        unmounted: true,
+      });
+      const container = readFileSync(join(EXPORT, 'luks.img'));
+      expect(container.length).toBe(64 * 1024 * 1024);
+      expect(container.subarray(0, 8).toString('latin1')).toBe('LUKS\xba\xbe\x00\x02');
+      expect(container.indexOf(MARKER)).toBe(-1);
+      expect(container.indexOf(SECRET_NAME)).toBe(-1);
+      expect(container.indexOf(luksBin.subarray(0, 64))).toBe(-1);
+      expect(statSync(join(EXPORT, 'luks.img.key')).size).toBeGreaterThan(64);
+      expect(existsSync(join(EXPORT, 'luks.img.partial'))).toBe(false);
 
       expect(leftovers()).toEqual([]);
     }, 300_000);
@@ -247,7 +293,7 @@ describe.skipIf(!inVm)(
     let killedAfter = -1;
     const size = 256 * 1024;
 
-    it('restart round trip (second boot reads both volumes back byte for byte); then the enclave is killed mid-write', async () => {
+    it('restart round trip (second boot reads the plain, fscrypt and LUKS2 volumes back byte for byte); then the enclave is killed mid-write', async () => {
       const second = await boot(
         {
           steps: [
@@ -257,11 +303,17 @@ describe.skipIf(!inVm)(
               kms: kmsJob(GOOD_PCR0),
               action: { kind: 'read', names: [SECRET_NAME, 'big.bin'] },
             },
+            {
+              volume: luks(),
+              kms: kmsJob(GOOD_PCR0),
+              report: true,
+              action: { kind: 'read', names: [SECRET_NAME, 'big.bin'] },
+            },
             { volume: vault(), kms: kmsJob(GOOD_PCR0), action: { kind: 'writeLoop', size } },
           ],
         },
         (l, child) => {
-          if (l.step === 2 && typeof l.synced === 'number' && l.synced >= 4 && killedAfter < 0) {
+          if (l.step === 3 && typeof l.synced === 'number' && l.synced >= 4 && killedAfter < 0) {
             killedAfter = l.synced;
             child.kill('SIGKILL'); // the enclave dies: its proxy too, so nothing more reaches the parent
           }
@@ -277,7 +329,14 @@ describe.skipIf(!inVm)(
         'big.bin': sha(vaultBig),
       });
       expect(at(second, 1).unmounted).toBe(true);
-      expect(at(second, 2).mounted).toBe('/mnt/ee-vault');
+      expect(at(second, 2)).toEqual({
+        step: 2,
+        mounted: '/mnt/ee-lvault',
+        encryption: 'luks2',
+        read: { [SECRET_NAME]: sha(Buffer.from(luksText)), 'big.bin': sha(luksBin) },
+        unmounted: true,
+      });
+      expect(at(second, 3).mounted).toBe('/mnt/ee-vault');
       expect(second.code).toBe(null);
       expect(killedAfter).toBeGreaterThanOrEqual(4);
       // what the parent holds at the moment of the crash
@@ -299,7 +358,7 @@ describe.skipIf(!inVm)(
       expect(leftovers()).toEqual([]);
     }, 300_000);
 
-    it('refused before the app starts, touching nothing (another PCR0 refused by KMS, wrong key, corrupt header, full disk, already mounted); the crashed image mounts with journal replay and every fsynced file intact', async () => {
+    it('refused before the app starts, touching nothing and leaving nothing open (another PCR0 refused by KMS, wrong key, corrupt header: fscrypt and LUKS2; full disk, already mounted); the crashed image mounts with journal replay and every fsynced file intact', async () => {
       expect(killedAfter).toBeGreaterThanOrEqual(4);
       const vaultFiles = () => [
         sha(readFileSync(join(EXPORT, 'vault.img'))),
@@ -323,6 +382,28 @@ describe.skipIf(!inVm)(
       img.writeUInt16LE(0, 1024 + 56);
       writeFileSync(join(EXPORT, 'corrupt.img'), img);
       copyFileSync(join(EXPORT, 'vault.img.key'), join(EXPORT, 'corrupt.img.key'));
+      // the same three for LUKS2: another PCR0, a valid blob of another data key, a zeroed header
+      const luksFiles = () => [
+        sha(readFileSync(join(EXPORT, 'luks.img'))),
+        sha(readFileSync(join(EXPORT, 'luks.img.key'))),
+        statSync(join(EXPORT, 'luks.img')).mtimeMs,
+        statSync(join(EXPORT, 'luks.img.key')).mtimeMs,
+      ];
+      const otherLuks = await admin.send(
+        new GenerateDataKeyWithoutPlaintextCommand({
+          KeyId: keyId,
+          NumberOfBytes: 64,
+          EncryptionContext: { 'enclave-extras:volume': 'lvault' },
+        }),
+      );
+      execFileSync('cp', ['--sparse=always', join(EXPORT, 'luks.img'), join(EXPORT, 'lwrong.img')]);
+      writeFileSync(join(EXPORT, 'lwrong.img.key'), otherLuks.CiphertextBlob ?? new Uint8Array());
+      const lbad = readFileSync(join(EXPORT, 'luks.img'));
+      lbad.fill(0, 0, 4096); // the primary binary header (magic, checksum) zeroed
+      writeFileSync(join(EXPORT, 'lcorrupt.img'), lbad);
+      copyFileSync(join(EXPORT, 'luks.img.key'), join(EXPORT, 'lcorrupt.img.key'));
+      const luksBefore = luksFiles();
+      const lwrongBefore = sha(readFileSync(join(EXPORT, 'lwrong.img')));
       // already mounted: something else holds the mount point
       execFileSync('mkdir', ['-p', '/mnt/ee-busy']);
       execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', '/mnt/ee-busy']);
@@ -358,6 +439,9 @@ describe.skipIf(!inVm)(
               kms: k,
               action: { kind: 'read', names },
             },
+            { volume: luks(), kms: kmsJob(BAD_PCR0), action: { kind: 'read', names: [] } },
+            { volume: luks('lwrong.img'), kms: k, action: { kind: 'read', names: [] } },
+            { volume: luks('lcorrupt.img'), kms: k, action: { kind: 'read', names: [] } },
           ],
         });
       } finally {
@@ -373,7 +457,14 @@ describe.skipIf(!inVm)(
       expect(existsSync(join(EXPORT, 'huge.img'))).toBe(false);
       expect(existsSync(join(EXPORT, 'huge.img.key'))).toBe(false);
       expect(at(b, 4)).toMatchObject({ error: 'ERR_VOLUME_ALREADY_MOUNTED' });
-      for (const i of [0, 1, 2, 3, 4]) expect(at(b, i).mounted).toBeUndefined();
+      expect(at(b, 6)).toMatchObject({ error: 'ERR_VOLUME_KEY_REFUSED' });
+      expect(at(b, 7)).toMatchObject({ error: 'ERR_VOLUME_WRONG_KEY' });
+      expect(String(at(b, 7).message)).toMatch(/No key available/);
+      expect(at(b, 8)).toMatchObject({ error: 'ERR_VOLUME_CORRUPT' });
+      for (const i of [0, 1, 2, 3, 4, 6, 7, 8]) expect(at(b, i).mounted).toBeUndefined();
+      expect(luksFiles()).toEqual(luksBefore);
+      expect(sha(readFileSync(join(EXPORT, 'lwrong.img')))).toBe(lwrongBefore);
+      expect(sha(readFileSync(join(EXPORT, 'lcorrupt.img')))).toBe(sha(lbad));
       // the refused enclave (and the other refusals) changed nothing of the real volume
       expect(vaultFiles()).toEqual(before);
       // the crash image: journal replayed at mount, every file fsynced before the kill intact
