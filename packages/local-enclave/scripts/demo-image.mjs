@@ -10,6 +10,7 @@ import {
   existsSync,
   mkdirSync,
   readFileSync,
+  rmSync,
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -84,14 +85,24 @@ export function assembleDemoRootfs(root, { files = {} } = {}) {
   const enclaveApp = join(root, 'app/apps/enclave');
   const dist = join(repo, 'apps/enclave/dist/cli.js');
   if (!existsSync(dist)) throw new Error(`build first: ${dist} is missing (pnpm build)`);
-  execFileSync(
-    'pnpm',
-    ['--filter', '@enclave-extras/enclave', 'deploy', '--prod', '--legacy', enclaveApp],
-    {
-      cwd: repo,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
+  // `pnpm deploy` once sat idle for 10+ minutes in a CI run (no network, no child, all threads
+  // waiting) and passed at once when run again: bounded, and tried a second time into a clean dir.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      execFileSync(
+        'pnpm',
+        ['--filter', '@enclave-extras/enclave', 'deploy', '--prod', '--legacy', enclaveApp],
+        { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'], timeout: 180_000, killSignal: 'SIGKILL' },
+      );
+      break;
+    } catch (err) {
+      if (attempt >= 2) throw err;
+      process.stderr.write(
+        `demo image: pnpm deploy failed or hung (${err.message.split('\n')[0]}); once more\n`,
+      );
+      rmSync(enclaveApp, { recursive: true, force: true });
+    }
+  }
   const demo = join(repo, 'examples/demo');
   copyFileSync(join(demo, 'app.mjs'), join(root, 'app/examples/demo/app.mjs'));
   // The demo's enclave.yaml with network setup on: inside a real (here: local) enclave, lo is
