@@ -87,14 +87,20 @@ describe('ee-enclave run', () => {
     expect(p.stdout()).toContain('app got SIGTERM');
   });
 
-  // Once in a loaded CI run on Node 26 the app's first stdout lines came 15 s late and ee-enclave
-  // then exited 1 after SIGTERM; passes alone on 22/24/26 (5/5 on 26). Retried once while the
-  // cause is open (noted on issue 11).
-  it('starts routes before the app: inbound vsock->TCP reaches the app, and the app sees the gateway variables', {
-    retry: 1,
-  }, async () => {
+  it('starts routes before the app: inbound vsock->TCP reaches the app, and the app sees the gateway variables', async () => {
     const vdir = join(dir, 'v-inbound');
-    const [inPort, appPort] = [nextPort(), nextPort()];
+    // The app's TCP port comes from the kernel: a port picked at random in 40000-60000 lies in
+    // Linux's ephemeral range, where another suite's echo server (listening on port 0) sat once
+    // in CI, so the app failed to listen, exited 1, and the route reached the other server.
+    const appPort = await new Promise<number>((resolve, reject) => {
+      const probe = createServer();
+      probe.once('error', reject);
+      probe.listen(0, '127.0.0.1', () => {
+        const { port: p } = probe.address() as AddressInfo;
+        probe.close(() => resolve(p));
+      });
+    });
+    const inPort = nextPort();
     const app = write(
       'echo-app.mjs',
       [
