@@ -85,13 +85,22 @@ export function assembleDemoRootfs(root, { files = {} } = {}) {
   const enclaveApp = join(root, 'app/apps/enclave');
   const dist = join(repo, 'apps/enclave/dist/cli.js');
   if (!existsSync(dist)) throw new Error(`build first: ${dist} is missing (pnpm build)`);
-  // `pnpm deploy` once sat idle for 10+ minutes in a CI run (no network, no child, all threads
-  // waiting) and passed at once when run again: bounded, and tried a second time into a clean dir.
+  // --offline: everything is in the store after `pnpm install`. Run by Node 22 (CI's first line),
+  // pnpm deploy without it sat at "resolved 396" for good, idle (a registry request that never
+  // ends here); under Node 20 it did not. Bounded, and tried once more into a clean dir.
   for (let attempt = 1; ; attempt++) {
     try {
       execFileSync(
         'pnpm',
-        ['--filter', '@enclave-extras/enclave', 'deploy', '--prod', '--legacy', enclaveApp],
+        [
+          '--filter',
+          '@enclave-extras/enclave',
+          'deploy',
+          '--prod',
+          '--legacy',
+          '--offline',
+          enclaveApp,
+        ],
         { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'], timeout: 180_000, killSignal: 'SIGKILL' },
       );
       break;
