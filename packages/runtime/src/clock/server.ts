@@ -2,8 +2,9 @@
 import type net from 'node:net';
 import { type Logger, silentLogger } from '@enclave-extras/proxy';
 import { createServer, type VsockServer, type VsockTransport } from '@enclave-extras/vsock';
-import { errorMessage, RuntimeError } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import { family } from '../prometheus.js';
+import { listenVsockService } from '../vsock-listen.js';
 import { systemClock } from './native.js';
 import { decodeTimeRequest, encodeTimeResponse, TIME_REQUEST_BYTES } from './protocol.js';
 
@@ -87,27 +88,8 @@ export async function createTimeServer(options: TimeServerOptions): Promise<Time
     options.transport !== undefined ? { transport: options.transport } : {},
     onConnection,
   );
-  const where = `vsock:${options.cid ?? 'any'}:${options.port}`;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) =>
-      reject(
-        new RuntimeError(
-          'ERR_RUNTIME_LISTEN',
-          `The time service cannot listen on ${where}: ${err.message}. Pick a free port for time.listen.`,
-          { cause: err, syscall: 'listen', address: where },
-        ),
-      );
-    server.once('error', onError);
-    server.listen(
-      { port: options.port, ...(options.cid !== undefined ? { cid: options.cid } : {}) },
-      () => {
-        server.removeListener('error', onError);
-        resolve();
-      },
-    );
-  });
+  const { port, where } = await listenVsockService(server, options, 'time service', 'time.listen');
   server.on('error', (err) => log.error({ err: err.message, listen: where }, 'time service error'));
-  const port = server.address()?.port ?? options.port;
   log.info({ listen: `vsock:${options.cid ?? 'any'}:${port}` }, 'time service listening');
   return {
     port,

@@ -8,6 +8,7 @@ import { type Logger, silentLogger } from '@enclave-extras/proxy';
 import { createServer, type VsockServer, type VsockTransport } from '@enclave-extras/vsock';
 import { errorMessage, RuntimeError } from '../errors.js';
 import { escapeLabel, family, type PrometheusSource } from '../prometheus.js';
+import { listenVsockService } from '../vsock-listen.js';
 import {
   type LogFrame,
   LogFrameDecoder,
@@ -219,29 +220,16 @@ export async function createLogServer(options: LogServerOptions): Promise<LogSer
     options.transport !== undefined ? { transport: options.transport } : {},
     onConnection,
   );
-  const where = `vsock:${options.cid ?? 'any'}:${options.port}`;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => {
-      output.removeListener('drain', onDrain);
-      reject(
-        new RuntimeError(
-          'ERR_RUNTIME_LISTEN',
-          `The log service cannot listen on ${where}: ${err.message}. Pick a free port for logs.listen.`,
-          { cause: err, syscall: 'listen', address: where },
-        ),
-      );
-    };
-    server.once('error', onError);
-    server.listen(
-      { port: options.port, ...(options.cid !== undefined ? { cid: options.cid } : {}) },
-      () => {
-        server.removeListener('error', onError);
-        resolve();
-      },
-    );
+  const { port, where } = await listenVsockService(
+    server,
+    options,
+    'log service',
+    'logs.listen',
+  ).catch((err: unknown) => {
+    output.removeListener('drain', onDrain);
+    throw err;
   });
   server.on('error', (err) => log.error({ err: err.message, listen: where }, 'log service error'));
-  const port = server.address()?.port ?? options.port;
   log.info({ listen: `vsock:${options.cid ?? 'any'}:${port}` }, 'log service listening');
 
   const metricsText = () => {
