@@ -23,6 +23,13 @@ let firstRead: Buffer | undefined;
  * second, drives V8 into a full GC every few milliseconds). Bounded: at most this many stay (4 MiB).
  */
 const POOL_MAX = 16;
+/**
+ * Writes a direction may have queued in dst before it stops reading src. With 1 the two hops of
+ * a chain took turns (read, then wait until dst had written everything); with 2 the next read
+ * fills another buffer while the last one is written (bench/chain.mjs --middle vsock). At most
+ * MAX_QUEUED + 1 buffers per direction.
+ */
+const MAX_QUEUED = 2;
 const pool: Buffer[] = [];
 function takeBuffer(): Buffer {
   return pool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
@@ -88,9 +95,10 @@ interface StreamHandle {
  * Fast path (net.Socket with a libuv stream handle: TCP, Unix, vsock through pipe_wrap): src reads
  * into a reused buffer (the `onread` mechanism of net.Socket) and each chunk is written to dst at
  * once. A write the kernel took whole frees the buffer for the next read; one dst has to queue
- * keeps it, reading stops (Node's readStop) and resumes when dst has written everything (at most
- * two read buffers per direction, each of 256 KiB, allocated untouched). No per-read allocation and
- * no Readable queue on the hot path. Otherwise: 'data' events, pause on a full write buffer,
+ * keeps it and the next read goes to another buffer; with MAX_QUEUED writes queued reading stops
+ * (Node's readStop) and resumes when one of them is written (at most MAX_QUEUED + 1 read buffers
+ * per direction, each of 256 KiB, allocated untouched). No per-read allocation and no Readable
+ * queue on the hot path. Otherwise: 'data' events, pause on a full write buffer,
  * resume on drain.
  */
 export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number) => void): void {
@@ -117,13 +125,17 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
   if (k && src instanceof net.Socket && handle && typeof handle.useUserBuffer === 'function') {
     const s = src as unknown as Record<symbol, unknown>;
     let current: Buffer | undefined;
-    let spare: Buffer | undefined; // a full-size buffer not in use
+    const free: Buffer[] = []; // full-size buffers of this direction not in use
     let next: Buffer | undefined; // where the read after this one goes (handed over by onread)
     let held = 0; // writes still queued in dst
+    let stopped = false; // reading stopped because MAX_QUEUED writes are queued
     const release = (buf: Buffer | undefined) => {
       held--;
-      if (buf && buf.length === READ_BUFFER_BYTES) spare = buf;
-      if (held === 0 && !src.destroyed) src.resume();
+      if (buf && buf.length === READ_BUFFER_BYTES && !src.destroyed) free.push(buf);
+      if (stopped && held < MAX_QUEUED && !src.destroyed) {
+        stopped = false;
+        src.resume();
+      }
     };
     /** Writes `chunk`; false when dst queued it (then `buf`, if given, stays dst's until written). */
     const forward = (chunk: Buffer, buf: Buffer | undefined): boolean => {
@@ -141,12 +153,12 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       next = buf;
     };
     src.once('close', () => {
-      // the handle is closed: no read lands in these any more, and neither is held by a queued
+      // the handle is closed: no read lands in these any more, and none is held by a queued
       // write (a held one was swapped out of `current`; released after this, it goes to the GC)
       giveBack(current);
-      giveBack(spare);
+      for (const b of free) giveBack(b);
+      free.length = 0;
       current = undefined;
-      spare = undefined;
     });
     // Node's onread calls this after each callback; a buffer returned becomes the read buffer
     s[k.generator] = () => {
@@ -154,21 +166,24 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       next = undefined;
       return b;
     };
+    /** After dst queued a write: keep reading into another buffer unless MAX_QUEUED are queued. */
+    const afterQueued = (): boolean => {
+      if (held < MAX_QUEUED) return true;
+      stopped = true;
+      return false;
+    };
     s[k.callback] = (n: number, buf: Buffer): boolean => {
       count(n);
       if (buf === firstRead) {
         // the shared buffer: forward a copy; a full read means bulk data, move to an own buffer
-        if (n === buf.length) {
-          switchTo(spare ?? takeBuffer());
-          spare = undefined;
-        }
-        return forward(Buffer.from(buf.subarray(0, n)), undefined);
+        if (n === buf.length) switchTo(free.pop() ?? takeBuffer());
+        return forward(Buffer.from(buf.subarray(0, n)), undefined) || afterQueued();
       }
       if (forward(buf.subarray(0, n), buf)) return true;
-      // dst holds buf: the next read goes to another buffer; stop reading until dst is done
-      switchTo(spare ?? takeBuffer());
-      spare = undefined;
-      return false;
+      // dst holds buf until written: the next read goes to another buffer, so reading src and
+      // writing dst overlap (the two hops of a chain no longer take turns)
+      switchTo(free.pop() ?? takeBuffer());
+      return afterQueued();
     };
     firstRead ??= Buffer.allocUnsafeSlow(FIRST_READ_BYTES);
     current = firstRead;
@@ -188,7 +203,8 @@ export function pipeOneWay(src: ProxySocket, dst: ProxySocket, count: (n: number
       count(queued.length);
       forward(queued, undefined);
     }
-    if (held > 0) {
+    if (held >= MAX_QUEUED) {
+      stopped = true;
       src.pause();
       return;
     }
