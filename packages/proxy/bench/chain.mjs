@@ -10,7 +10,7 @@
 // see `pnpm bench`, which boots it). BENCH_SCALE / --scale shrinks or grows the workload; each
 // figure is the median of --rounds (BENCH_ROUNDS, default 3) runs, the paths taking turns.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -183,6 +183,83 @@ async function startSocat() {
   };
 }
 
+/** The node floor (bench/node-hop.mjs): two minimal Node processes over a plain Unix socket. */
+async function startFloor() {
+  const path = join(vsockDir, 'floor.sock');
+  rmSync(path, { force: true });
+  const script = new URL('./node-hop.mjs', import.meta.url).pathname;
+  const opts = { stdio: ['ignore', 'pipe', 'inherit'] };
+  const b = spawn(process.execPath, [script, path, String(targetPort)], opts);
+  await waitLine(b);
+  const a = spawn(process.execPath, [script, '0', path], opts);
+  const { port } = await waitLine(a);
+  return {
+    port,
+    pids: () => [a.pid, b.pid],
+    stop: () => {
+      a.kill('SIGTERM');
+      b.kill('SIGTERM');
+    },
+  };
+}
+
+/**
+ * Our chain as users start it: `ee-enclave run` (a TCP -> vsock route, network setup off, a
+ * sleeping app) and `ee-parent run` (vsock -> TCP) from the built apps, over the vsock
+ * emulation, at their default log level (info: a line per connection). null when the apps are
+ * not built, or in the VM (the apps' chain is measured on the host only).
+ */
+async function startApps() {
+  const root = new URL('../../../apps/', import.meta.url).pathname;
+  const enclaveCli = join(root, 'enclave/dist/cli.js');
+  const parentCli = join(root, 'parent/dist/cli.js');
+  if (middle !== 'emulated' || !existsSync(enclaveCli) || !existsSync(parentCli)) return null;
+  const dir = mkdtempSync(join(tmpdir(), 'ee-bench-apps-'));
+  const vport = 20000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'parent.yaml'),
+    `routes:\n  - name: out\n    listen: vsock:any:${vport}\n    dial: tcp:127.0.0.1:${targetPort}\n`,
+  );
+  writeFileSync(
+    join(dir, 'enclave.yaml'),
+    `network:\n  setup: false\nroutes:\n  - name: out\n    listen: tcp:127.0.0.1:${port}\n    dial: vsock:3:${vport}\n`,
+  );
+  const vdir = join(dir, 'v');
+  const opts = { stdio: ['ignore', 'ignore', 'ignore'] };
+  const parent = spawn(
+    process.execPath,
+    [parentCli, 'run', '-c', join(dir, 'parent.yaml'), '--vsock-dir', vdir],
+    opts,
+  );
+  const enclave = spawn(
+    process.execPath,
+    [
+      enclaveCli,
+      'run',
+      '-c',
+      join(dir, 'enclave.yaml'),
+      '--vsock-dir',
+      vdir,
+      '--',
+      process.execPath,
+      '-e',
+      'setInterval(() => {}, 1 << 30)',
+    ],
+    opts,
+  );
+  await waitConnectable(port);
+  return {
+    port,
+    pids: () => [enclave.pid, parent.pid],
+    stop: () => {
+      enclave.kill('SIGTERM');
+      parent.kill('SIGTERM');
+      setTimeout(() => rmSync(dir, { recursive: true, force: true }), 1000).unref();
+    },
+  };
+}
+
 /** Uploads `bytes` on one connection; resolves when the server confirmed the count. */
 function upload(port, bytes) {
   return new Promise((resolve, reject) => {
@@ -295,6 +372,19 @@ function rssKiB(pid) {
   }
 }
 
+/**
+ * Private memory (KiB): the process's anonymous pages (V8 heap, malloc, buffers). The rest of its
+ * RSS is file pages, mostly the node binary's, which every Node process on the machine shares.
+ */
+function anonKiB(pid) {
+  try {
+    const m = /Anonymous:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** RSS (MiB) of each process of `chain` with `n` idle connections open end to end. */
 async function idleRss(chain, n) {
   const socks = [];
@@ -318,6 +408,7 @@ async function idleRss(chain, n) {
   }
   await new Promise((r) => setTimeout(r, 500));
   const each = chain.pids().map((p) => rssKiB(p) / 1024);
+  each.anon = chain.pids().map((p) => anonKiB(p) / 1024);
   for (const s of socks) s.destroy();
   await new Promise((r) => setTimeout(r, 300));
   return each;
@@ -407,142 +498,185 @@ say(
 );
 const directChain = { port: targetPort, pids: () => [], stop: () => {} };
 const socatChain = await startSocat();
+const floorChain = await startFloor();
 const oursChain = await startOurs();
 await warm('direct', directChain);
 await warm('socat', socatChain);
+await warm('floor', floorChain);
 await warm('ours', oursChain);
 const results = await measureAll([
   ['direct', directChain],
   ['socat', socatChain],
+  ['floor', floorChain],
   ['ours', oursChain],
 ]);
 socatChain.stop();
+floorChain.stop();
 oursChain.stop();
-const direct = { r: results.direct };
-const socat = { r: results.socat };
-const ours = { r: results.ours };
 // RSS on a fresh pair of processes (the bulk runs above leave freed buffers in RSS)
+const restOf = async (chain) => {
+  await new Promise((r) => setTimeout(r, 500));
+  const rss = chain.pids().map((p) => rssKiB(p) / 1024);
+  rss.anon = chain.pids().map((p) => anonKiB(p) / 1024);
+  return rss;
+};
 const fresh = await startOurs();
-await new Promise((r) => setTimeout(r, 500));
-const rest = fresh.pids().map((p) => rssKiB(p) / 1024);
+const rest = await restOf(fresh);
 const idle = await idleRss(fresh, sizes.idle);
 fresh.stop();
+const freshFloor = await startFloor();
+const floorRest = await restOf(freshFloor);
+freshFloor.stop();
+// the same, for the chain as users start it: ee-enclave run -> emulation -> ee-parent run
+const apps = await startApps();
+let appsRest;
+let appsIdle;
+let appsSeq;
+if (apps) {
+  appsRest = await restOf(apps);
+  appsSeq = await connRate('apps-seq', apps.port, sizes.seqConns, 1);
+  progress('apps', `${appsSeq.toFixed(0)} sequential connections/s`);
+  appsIdle = await idleRss(apps, sizes.idle);
+  apps.stop();
+}
 target.close();
 rmSync(vsockDir, { recursive: true, force: true });
 
 const sum = (a) => a.reduce((x, y) => x + y, 0);
-const D = direct.r;
-const S = socat.r;
-const O = ours.r;
+const D = results.direct;
+const S = results.socat;
+const F = results.floor;
+const O = results.ours;
 const cell = (x, d = 1) => (typeof x === 'number' ? x.toFixed(d) : x).padStart(10);
 const verdict = (ok) => (ok ? 'met' : 'NOT met');
 const rows = [];
-const row = (name, d, s, o, unit, vsSocat, vsDirect, target) =>
+const row = (name, d, s, f, o, unit, target) => {
+  const r = (a, b) =>
+    typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '';
   rows.push(
-    `| ${name.padEnd(38)} | ${cell(d)} | ${cell(s)} | ${cell(o)} | ${unit.padEnd(6)} | ${vsSocat.padStart(10)} | ${vsDirect.padStart(11)} | ${target.padEnd(26)} |`,
+    `| ${name.padEnd(44)} | ${cell(d)} | ${cell(s)} | ${cell(f)} | ${cell(o)} | ${unit.padEnd(6)} | ${r(o, s).padStart(10)} | ${r(o, d).padStart(11)} | ${r(o, f).padStart(10)} | ${target.padEnd(30)} |`,
   );
-const x = (a, b) => `${(a / b).toFixed(2)}x`;
+};
+const pair = (v) => v.map((x) => x.toFixed(0)).join(' / ');
 row(
   `bulk, 1 stream (${sizes.single / MB} MiB)`,
   D.single,
   S.single,
+  F.single,
   O.single,
   'MiB/s',
-  x(O.single, S.single),
-  x(O.single, D.single),
   middle === 'vsock'
     ? `>=1.0x socat (vsock-vm): ${verdict(O.single >= S.single)}`
     : `>=1.5x socat, >=0.4x direct: ${verdict(O.single >= 1.5 * S.single && O.single >= 0.4 * D.single)}`,
 );
-row(
-  `bulk, 8 streams (8x${sizes.multi / MB} MiB)`,
-  D.multi,
-  S.multi,
-  O.multi,
-  'MiB/s',
-  x(O.multi, S.multi),
-  x(O.multi, D.multi),
-  '',
-);
+row(`bulk, 8 streams (8x${sizes.multi / MB} MiB)`, D.multi, S.multi, F.multi, O.multi, 'MiB/s', '');
 row(
   `sequential connections (${sizes.seqConns})`,
   D.seq,
   S.seq,
+  F.seq,
   O.seq,
   'conn/s',
-  x(O.seq, S.seq),
-  x(O.seq, D.seq),
   `>=3x socat: ${verdict(O.seq >= 3 * S.seq)}`,
 );
+if (appsSeq !== undefined) {
+  row(
+    '  the same through ee-enclave/ee-parent run',
+    '-',
+    S.seq,
+    F.seq,
+    appsSeq,
+    'conn/s',
+    `>=3x socat: ${verdict(appsSeq >= 3 * S.seq)}`,
+  );
+}
 row(
   `connections 16 at a time (${sizes.conns})`,
   D.conns,
   S.conns,
+  F.conns,
   O.conns,
   'conn/s',
-  x(O.conns, S.conns),
-  x(O.conns, D.conns),
   `>=3x socat: ${verdict(O.conns >= 3 * S.conns)}`,
 );
-row(
-  '1-byte request/response p50',
-  D.lat.p50,
-  S.lat.p50,
-  O.lat.p50,
-  'µs',
-  x(O.lat.p50, S.lat.p50),
-  x(O.lat.p50, D.lat.p50),
-  'reported beside direct',
-);
-row(
-  '1-byte request/response p99',
-  D.lat.p99,
-  S.lat.p99,
-  O.lat.p99,
-  'µs',
-  x(O.lat.p99, S.lat.p99),
-  x(O.lat.p99, D.lat.p99),
-  '',
-);
+row('1-byte request/response p50', D.p50, S.p50, F.p50, O.p50, 'µs', 'reported beside direct');
+row('1-byte request/response p99', D.p99, S.p99, F.p99, O.p99, 'µs', '');
 row(
   'RSS at rest, proxy A / proxy B',
   '-',
   '-',
-  rest.map((v) => v.toFixed(0)).join(' / '),
+  pair(floorRest),
+  pair(rest),
+  'MiB',
+  `<=60 each: ${verdict(Math.max(...rest) <= 60)}`,
+);
+row(
+  '  of it private (anonymous), A / B',
+  '-',
+  '-',
+  pair(floorRest.anon),
+  pair(rest.anon),
   'MiB',
   '',
-  '',
-  `<=60 each: ${verdict(Math.max(...rest) <= 60)}`,
 );
 row(
   `RSS, ${sizes.idle} idle connections, A / B`,
   '-',
   '-',
-  idle.map((v) => v.toFixed(0)).join(' / '),
+  '-',
+  pair(idle),
   'MiB',
-  '',
-  '',
   `sum ${sum(idle).toFixed(0)} <=150: ${verdict(sum(idle) <= 150)}`,
 );
-const dropTotal = [...dropped].filter(([k]) => k.startsWith('ours')).reduce((a, [, v]) => a + v, 0);
+row('  of it private (anonymous), A / B', '-', '-', '-', pair(idle.anon), 'MiB', '');
+if (appsRest && appsIdle) {
+  row(
+    'RSS at rest, ee-enclave run / ee-parent run',
+    '-',
+    '-',
+    '-',
+    pair(appsRest),
+    'MiB',
+    `<=60 each: ${verdict(Math.max(...appsRest) <= 60)}`,
+  );
+  row('  of it private (anonymous)', '-', '-', '-', pair(appsRest.anon), 'MiB', '');
+  row(
+    `  with ${sizes.idle} idle connections`,
+    '-',
+    '-',
+    '-',
+    pair(appsIdle),
+    'MiB',
+    `sum ${sum(appsIdle).toFixed(0)} <=150: ${verdict(sum(appsIdle) <= 150)}`,
+  );
+}
+const drops = (prefix) =>
+  [...dropped].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
 row(
   'connections dropped by the chain',
-  (dropped.get('direct') ?? 0) + (dropped.get('direct-seq') ?? 0),
-  (dropped.get('socat') ?? 0) + (dropped.get('socat-seq') ?? 0),
-  dropTotal,
+  drops('direct'),
+  drops('socat'),
+  drops('floor'),
+  drops('ours') + drops('apps'),
   'conns',
-  '',
-  '',
   '',
 );
 say('');
 say(
-  `| ${'metric'.padEnd(38)} | ${'direct'.padStart(10)} | ${'socat'.padStart(10)} | ${'ours'.padStart(10)} | unit   | ours/socat | ours/direct | ${'target (issue 16)'.padEnd(26)} |`,
+  `| ${'metric'.padEnd(44)} | ${'direct'.padStart(10)} | ${'socat'.padStart(10)} | ${'node floor'.padStart(10)} | ${'ours'.padStart(10)} | unit   | ours/socat | ours/direct | ours/floor | ${'target (issue 16)'.padEnd(30)} |`,
 );
 say(
-  `|${'-'.repeat(40)}|${'-'.repeat(12)}|${'-'.repeat(12)}|${'-'.repeat(12)}|--------|------------|-------------|${'-'.repeat(28)}|`,
+  `|${'-'.repeat(46)}|${'-'.repeat(12)}|${'-'.repeat(12)}|${'-'.repeat(12)}|${'-'.repeat(12)}|--------|------------|-------------|------------|${'-'.repeat(32)}|`,
 );
 for (const r of rows) say(r);
 say('');
-say(`load average before ${loadBefore}, after ${load()} (${(Date.now() - t0) / 1000} s)`);
+say(
+  'node floor: two minimal Node processes (bench/node-hop.mjs: net.connect + pipe(), nothing else) over a Unix socket.',
+);
+say(
+  'private (anonymous): the RSS a process does not share; the rest is file pages, mostly the node binary (~35 MiB in every Node process).',
+);
+say(
+  `node ${process.version}; load average before ${loadBefore}, after ${load()} (${(Date.now() - t0) / 1000} s)`,
+);
 process.exit(0);
