@@ -5,7 +5,7 @@ import {
   endpointSchema,
   namedEntries,
   routeSchema,
-} from '@enclave-extras/proxy';
+} from '@enclave-extras/proxy/config';
 import { logServiceSchema, timeServiceSchema } from '@enclave-extras/runtime';
 import { z } from 'zod';
 

@@ -1,24 +1,11 @@
-export {
-  awsAllowlistSchema,
-  type ConfigIssue,
-  checkUniqueNames,
-  type DnsServiceConfig,
-  dialRetriesSchema,
-  dnsLimitsSchema,
-  dnsServiceSchema,
-  type EgressGatewayConfig,
-  type EgressGatewayServerConfig,
-  egressGatewaySchema,
-  egressGatewayServerSchema,
-  endpointSchema,
-  loadConfigFile,
-  namedEntries,
-  parseConfig,
-  policyRuleSchema,
-  policySchema,
-  portSchema,
-  type RouteConfig,
-  routeSchema,
+// The config loader and schemas (zod, yaml) are the `@enclave-extras/proxy/config` entry: a
+// process that only forwards (the route API) does not load them. Their output types stay here.
+export type {
+  ConfigIssue,
+  DnsServiceConfig,
+  EgressGatewayConfig,
+  EgressGatewayServerConfig,
+  RouteConfig,
 } from './config.js';
 export {
   buildDnsError,

@@ -2,15 +2,8 @@
 // allowlist addresses and keys, duplicate names, a policy on a non-TCP dial).
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  awsAllowlistSchema,
-  createRoute,
-  ProxyError,
-  parseConfig,
-  parseEndpoint,
-  routeSchema,
-  strictPort,
-} from '../src/index.js';
+import { awsAllowlistSchema, parseConfig, routeSchema } from '../src/config.js';
+import { createRoute, ProxyError, parseEndpoint, strictPort } from '../src/index.js';
 
 function issuesOf(
   fn: () => unknown,

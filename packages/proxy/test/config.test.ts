@@ -6,11 +6,10 @@ import {
   awsAllowlistSchema,
   egressGatewayServerSchema,
   loadConfigFile,
-  Policy,
-  ProxyError,
   parseConfig,
   routeSchema,
-} from '../src/index.js';
+} from '../src/config.js';
+import { Policy, ProxyError } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
 const appSchema = z.strictObject({

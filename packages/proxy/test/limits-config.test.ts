@@ -1,12 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  createProxyRuntime,
-  egressGatewayServerSchema,
-  ProxyError,
-  parseConfig,
-  routeSchema,
-} from '../src/index.js';
+import { egressGatewayServerSchema, parseConfig, routeSchema } from '../src/config.js';
+import { createProxyRuntime, ProxyError } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
 const schema = z.strictObject({

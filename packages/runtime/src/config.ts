@@ -5,7 +5,7 @@ import {
   namedEntries,
   portSchema,
   routeSchema,
-} from '@enclave-extras/proxy';
+} from '@enclave-extras/proxy/config';
 import { volumesSchema } from '@enclave-extras/volumes';
 import { z } from 'zod';
 import { clockConfigSchema } from './clock/config.js';

@@ -1,7 +1,8 @@
 // The volumes hook of runEnclave (issue 12): routes for the volumes that name one, mounts after
 // the network and routes are up and before the app, sync + umount after it (bounded by the drain
 // timeout). The mounting itself is @enclave-extras/volumes.
-import { type Logger, routeSchema } from '@enclave-extras/proxy';
+import type { Logger } from '@enclave-extras/proxy';
+import { routeSchema } from '@enclave-extras/proxy/config';
 import {
   type MountedVolumes,
   type MountVolumeOptions,

@@ -1,5 +1,6 @@
 // enclave.yaml parsing (moved from @enclave-extras/proxy's config-strict test with the schema).
-import { ProxyError, parseConfig } from '@enclave-extras/proxy';
+import { ProxyError } from '@enclave-extras/proxy';
+import { parseConfig } from '@enclave-extras/proxy/config';
 import { describe, expect, it } from 'vitest';
 import { enclaveConfigSchema } from '../src/index.js';
 

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseConfig } from '@enclave-extras/proxy';
+import { parseConfig } from '@enclave-extras/proxy/config';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   enclaveConfigSchema,

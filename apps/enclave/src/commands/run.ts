@@ -1,5 +1,6 @@
 // ee-enclave run --config enclave.yaml -- <app> [args]: the enclave entrypoint.
-import { describeEndpoint, loadConfigFile } from '@enclave-extras/proxy';
+import { describeEndpoint } from '@enclave-extras/proxy';
+import { loadConfigFile } from '@enclave-extras/proxy/config';
 import { enclaveConfigSchema, runEnclave } from '@enclave-extras/runtime';
 import type { Command } from 'commander';
 import {

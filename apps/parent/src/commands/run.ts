@@ -6,11 +6,11 @@ import {
   createDnsService,
   type DnsService,
   describeEndpoint,
-  loadConfigFile,
   ProxyRuntime,
   type RuntimeConfig,
   VMADDR_CID_ANY,
 } from '@enclave-extras/proxy';
+import { loadConfigFile } from '@enclave-extras/proxy/config';
 import {
   createLogServer,
   createTimeServer,

@@ -1,17 +1,16 @@
 // ee-parent vsock-proxy: a drop-in for AWS's vsock-proxy (same arguments, same allowlist YAML).
 import { existsSync } from 'node:fs';
 import {
-  awsAllowlistSchema,
   createResolver,
   createRoute,
   describeEndpoint,
   formatEndpoint,
-  loadConfigFile,
   normalizeHost,
   Policy,
   ProxyError,
   systemLookup,
 } from '@enclave-extras/proxy';
+import { awsAllowlistSchema, loadConfigFile } from '@enclave-extras/proxy/config';
 import { type Command, Option } from 'commander';
 import {
   applyVsockDir,

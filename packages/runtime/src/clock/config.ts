@@ -1,4 +1,5 @@
-import { endpointSchema, VMADDR_CID_ANY } from '@enclave-extras/proxy';
+import { VMADDR_CID_ANY } from '@enclave-extras/proxy';
+import { endpointSchema } from '@enclave-extras/proxy/config';
 import { z } from 'zod';
 
 /** The time service's vsock port on the parent (ee-parent `time.listen`, ee-enclave `clock.parent`). */

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseConfig } from '@enclave-extras/proxy';
+import { parseConfig } from '@enclave-extras/proxy/config';
 import { enclaveConfigSchema, runEnclave } from '../../dist/index.js';
 
 const [dir, app, mode = 'plain'] = process.argv.slice(2);
