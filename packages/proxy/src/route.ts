@@ -458,7 +458,10 @@ export class Route {
           return;
         }
         conn.outbound = outbound;
-        this.log.info({ route: this.name, peer, target }, 'connection open');
+        // debug: the 'connection closed' line (info) is the access log, with target, bytes,
+        // duration and reason; a second info line per connection added nothing to it and was
+        // a synchronous stderr write on every accept in ee-enclave/ee-parent run
+        this.log.debug({ route: this.name, peer, target }, 'connection open');
         outbound.on('error', onSideError('target'));
         const touch =
           this.idleTimeoutMs > 0
