@@ -1,4 +1,5 @@
-import tls from 'node:tls';
+import { createRequire } from 'node:module';
+import type tls from 'node:tls';
 import { formatVsockAddress, parseVsockAddress, validateU32 } from './address.js';
 import { abortError, invalidArgType, outOfRange } from './errors.js';
 import { defaultTransport } from './select.js';
@@ -135,6 +136,24 @@ export interface VsockDialer {
   dial(options?: { signal?: AbortSignal | undefined }): Promise<VsockSocket>;
 }
 
+/**
+ * node:tls, loaded on the first https: dial: it is ~5 MiB of a process's memory (OpenSSL
+ * contexts, the module graph), and a vsock process that never speaks TLS over vsock (every
+ * proxy: TLS passes through them end to end) should not pay it.
+ */
+let tlsModule: typeof tls | undefined;
+function loadTls(): typeof tls {
+  if (tlsModule) return tlsModule;
+  const get = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
+  tlsModule = (
+    typeof get === 'function'
+      ? get('node:tls')
+      : // Node 22.0-22.2 have no getBuiltinModule; a builtin resolves from any require
+        createRequire(`${process.cwd()}/`)('node:tls')
+  ) as typeof tls;
+  return tlsModule;
+}
+
 /** Builds a {@link VsockDialer} to one vsock address. */
 export function vsockDialer(options: VsockDialerOptions): VsockDialer {
   if (typeof options !== 'object' || options === null) {
@@ -158,7 +177,7 @@ export function vsockDialer(options: VsockDialerOptions): VsockDialer {
     let readyEvent = 'connect';
     if (request?.protocol === 'https:') {
       const servername = options.tls?.servername ?? request.servername ?? request.hostname;
-      socket = tls.connect({
+      socket = loadTls().connect({
         ...options.tls,
         socket: raw,
         ...(servername ? { servername } : {}),

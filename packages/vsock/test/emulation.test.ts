@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -22,7 +22,15 @@ import {
   VsockSocket,
   vsockDialer,
 } from '../src/index.js';
-import { closeServer, hashStream, listen, readAll, waitError, writePattern } from './helpers.js';
+import {
+  closeServer,
+  hashStream,
+  listen,
+  readAll,
+  selfSignedCert,
+  waitError,
+  writePattern,
+} from './helpers.js';
 
 let dir: string;
 let enclave: ReturnType<typeof createEmulatedTransport>;
@@ -241,38 +249,12 @@ describe('emulated transport', () => {
 
   it('runs tls over an emulated stream', async () => {
     const tls = await import('node:tls');
-    const keyDir = mkdtempSync(join(tmpdir(), 'eev-tls-'));
-    try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-keyout',
-          join(keyDir, 'key.pem'),
-          '-out',
-          join(keyDir, 'cert.pem'),
-          '-days',
-          '1',
-          '-subj',
-          '/CN=parent.vsock',
-          '-addext',
-          'subjectAltName=DNS:parent.vsock',
-        ],
-        { stdio: 'ignore' },
-      );
-    } catch {
+    const pair = selfSignedCert('parent.vsock');
+    if (!pair) {
       console.log('tls over emulation skipped: the openssl CLI is not available');
       return;
     }
-    const { readFileSync } = await import('node:fs');
-    const cert = readFileSync(join(keyDir, 'cert.pem'));
-    const key = readFileSync(join(keyDir, 'key.pem'));
+    const { cert, key } = pair;
     const server = await listen(parent, 8009, (s) => {
       const t = new tls.TLSSocket(s, { isServer: true, cert, key });
       t.pipe(t);
@@ -283,6 +265,50 @@ describe('emulated transport', () => {
     t.end('over tls');
     expect((await readAll(t)).toString()).toBe('over tls');
     await closeServer(server);
-    rmSync(keyDir, { recursive: true, force: true });
+  });
+
+  it('vsockDialer speaks https when undici asks for it, and loads node:tls only then', async () => {
+    const pair = selfSignedCert('parent.vsock');
+    if (!pair) {
+      console.log('https dialer skipped: the openssl CLI is not available');
+      return;
+    }
+    const dist = new URL('../dist/index.js', import.meta.url).pathname;
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        [
+          `const v = await import(${JSON.stringify(dist)});`,
+          "const tlsLoaded = () => process.moduleLoadList.includes('NativeModule tls');",
+          'const before = tlsLoaded();',
+          `const dir = ${JSON.stringify(join(dir, 'https'))};`,
+          'const parent = v.createEmulatedTransport({ dir, localCid: 3 });',
+          'const enclave = v.createEmulatedTransport({ dir, localCid: 16 });',
+          "const { createServer } = await import('node:tls');",
+          `const tlsServer = createServer({ cert: process.env.CERT, key: process.env.KEY }, (t) => t.end('hello over https ' + t.servername));`,
+          "const server = v.createServer({ transport: parent }, (s) => tlsServer.emit('connection', s));",
+          'await new Promise((r) => server.listen({ port: 8010 }, r));',
+          'const dialer = v.vsockDialer({ cid: 3, port: 8010, transport: enclave, tls: { ca: process.env.CERT } });',
+          "const s = dialer({ protocol: 'https:', hostname: 'parent.vsock' });",
+          "let body = ''; s.on('data', (d) => { body += d; });",
+          "await new Promise((r, j) => { s.once('end', r); s.once('error', j); });",
+          'console.log(JSON.stringify({ before, after: tlsLoaded(), body }));',
+          'server.close();',
+        ].join('\n'),
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, CERT: pair.cert.toString(), KEY: pair.key.toString() },
+      },
+    );
+    expect(child.stderr).toBe('');
+    expect(JSON.parse(child.stdout)).toEqual({
+      before: false,
+      after: true,
+      body: 'hello over https parent.vsock',
+    });
   });
 });
