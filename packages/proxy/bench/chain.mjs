@@ -534,8 +534,13 @@ let appsIdle;
 let appsSeq;
 if (apps) {
   appsRest = await restOf(apps);
-  appsSeq = await connRate('apps-seq', apps.port, sizes.seqConns, 1);
-  progress('apps', `${appsSeq.toFixed(0)} sequential connections/s`);
+  await warm('apps', apps);
+  const seqRuns = [];
+  for (let round = 0; round < rounds; round++) {
+    seqRuns.push(await connRate('apps-seq', apps.port, sizes.seqConns, 1));
+    progress('apps', `${seqRuns.at(-1).toFixed(0)} sequential connections/s`);
+  }
+  appsSeq = median(seqRuns);
   appsIdle = await idleRss(apps, sizes.idle);
   apps.stop();
 }
