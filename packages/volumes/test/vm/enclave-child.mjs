@@ -52,6 +52,12 @@ async function kmsFor(k) {
   return clients.get(k.pcr0);
 }
 
+const mountedSteps = new Map();
+/** Resolves once step `i` has mounted its volume (or has ended, mounted or not). */
+function mountedOrDone(i, running) {
+  return Promise.race([new Promise((r) => mountedSteps.set(i, r)), running]);
+}
+
 async function step(i, st) {
   const v = volumeSchema.parse(st.volume);
   let dataKeys;
@@ -66,6 +72,7 @@ async function step(i, st) {
   }
   const volume = await mountVolume(v, { dataKeys, stateDir: st.stateDir ?? job.stateDir });
   say({ step: i, mounted: v.mountPoint });
+  mountedSteps.get(i)?.();
   if (st.report) say({ step: i, encryption: volume.encryption });
   try {
     const a = st.action;
@@ -96,21 +103,29 @@ async function step(i, st) {
   say({ step: i, unmounted: true });
 }
 
-const route = createRoute({
-  name: 'nfs-enclave',
-  listen: job.listen,
-  dial: job.dial,
-  dialRetries: { attempts: 3, delayMs: 50 },
-});
-await route.start();
+// `listen: null`: the enclave-side route runs in another process (the kill test: see the suite)
+const route = job.listen
+  ? createRoute({
+      name: 'nfs-enclave',
+      listen: job.listen,
+      dial: job.dial,
+      dialRetries: { attempts: 3, delayMs: 50 },
+    })
+  : undefined;
+await route?.start();
 let failed = 0;
+const background = [];
 for (const [i, st] of job.steps.entries()) {
-  try {
-    await step(i, st);
-  } catch (err) {
+  const running = step(i, st).catch((err) => {
     failed++;
     say({ step: i, error: err.code ?? 'ERR_UNKNOWN', message: err.message });
-  }
+  });
+  // `background: true`: the next step starts once this one has mounted (two apps writing at once)
+  if (st.background) {
+    background.push(running);
+    await mountedOrDone(i, running);
+  } else await running;
 }
-await route.close({ drain: false });
+await Promise.all(background);
+await route?.close({ drain: false });
 process.exit(failed === 0 ? 0 : 1);
