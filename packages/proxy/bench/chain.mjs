@@ -557,7 +557,9 @@ const verdict = (ok) => (ok ? 'met' : 'NOT met');
 const rows = [];
 const row = (name, d, s, f, o, unit, target) => {
   const r = (a, b) =>
-    typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}x` : '';
+    unit !== 'conns' && typeof a === 'number' && typeof b === 'number' && b > 0
+      ? `${(a / b).toFixed(2)}x`
+      : '';
   rows.push(
     `| ${name.padEnd(44)} | ${cell(d)} | ${cell(s)} | ${cell(f)} | ${cell(o)} | ${unit.padEnd(6)} | ${r(o, s).padStart(10)} | ${r(o, d).padStart(11)} | ${r(o, f).padStart(10)} | ${target.padEnd(30)} |`,
   );
