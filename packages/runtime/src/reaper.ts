@@ -7,6 +7,7 @@
 // at an exited child with waitid(P_ALL, WNOWAIT) (which leaves it a zombie), reaps that exact pid
 // only when it is not one of Node's (`isOwned`), and stops at the first one that is (libuv reaps
 // that one itself; the next sweep looks again).
+import { ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import { type Logger, silentLogger } from '@enclave-extras/proxy';
 import { errorMessage, RuntimeError } from './errors.js';
@@ -94,6 +95,23 @@ function unavailable(why: string, cause?: unknown): RuntimeError {
 export function setChildSubreaper(native: ReaperNative, on: boolean): number {
   const r = native.prctl(PR_SET_CHILD_SUBREAPER, 'unsigned long', on ? 1 : 0);
   return r < 0 ? -native.koffi.errno() : 0;
+}
+
+/**
+ * True when `pid` is a child this Node process spawned with child_process and has not seen exit
+ * yet (libuv reaps those; its ChildProcess handle is still active until then). Covers every
+ * child, not only the app: the volume commands (`mount`, `umount`, `cryptsetup`, `losetup`) and
+ * `iptables` run while the reaper is on, and a sweep that took one of them would leave Node
+ * waiting forever for its 'exit'. Uses `process._getActiveHandles()` (undocumented, present in
+ * Node 20-26); without it, false.
+ */
+export function isNodeChild(pid: number): boolean {
+  const handles = (process as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.();
+  if (!handles) return false;
+  for (const h of handles) {
+    if (h instanceof ChildProcess && h.pid === pid) return true;
+  }
+  return false;
 }
 
 /** One reaped orphan, as logged. */

@@ -7,6 +7,7 @@ import { errorMessage, RuntimeError } from './errors.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
 import {
+  isNodeChild,
   loadReaperNative,
   type Reaper,
   type ReaperNative,
@@ -206,10 +207,11 @@ export async function runEnclave(
   // The early handlers stay installed until runApp's are (removing the last listener would
   // restore the default action for a moment).
   appRunning = true;
-  // The app is this process's only child_process child from here on (network setup's `ip`
-  // commands have all been waited for), so it is the one pid the reaper must leave to libuv.
+  // The reaper leaves every child_process child to libuv: the app, and the commands the
+  // teardown runs while reaping is still on (sync, umount, cryptsetup, losetup, iptables).
+  // Taking one of those would leave Node waiting for its 'exit' until the drain timeout.
   let appPid: number | undefined;
-  reaping?.start((pid) => pid === appPid);
+  reaping?.start((pid) => pid === appPid || isNodeChild(pid));
   try {
     exit = await runApp({
       command: options.command,

@@ -10,6 +10,7 @@ import type { Logger } from '@enclave-extras/proxy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AppExit, enclaveConfigSchema, runEnclave } from '../src/index.js';
 import {
+  isNodeChild,
   loadReaperNative,
   type ReapedChild,
   setChildSubreaper,
@@ -207,6 +208,36 @@ describe.skipIf(process.platform !== 'linux')(
       } finally {
         reaper.stop();
         setChildSubreaper(native, false);
+      }
+    });
+
+    it("leaves every child_process child to libuv, not only the app (teardown's umount, cryptsetup ...)", async () => {
+      // runEnclave's predicate: the app's pid, or any child Node spawned and has not seen exit.
+      // With `pid === appPid` alone (before), this sweep took the teardown command's exit
+      // status from Node, whose 'exit' then never fired (volumes stayed mounted until the
+      // drain timeout).
+      const native = await loadReaperNative();
+      const appPid = -1; // the app has exited; teardown runs its commands
+      const reaper = startReaper({ native, isOwned: (pid) => pid === appPid || isNodeChild(pid) });
+      try {
+        const cmd = spawn('sh', ['-c', 'exit 5']);
+        const pid = cmd.pid ?? -1;
+        expect(isNodeChild(pid)).toBe(true);
+        const exited = new Promise<number | null>((resolve) => cmd.once('exit', resolve));
+        // block the event loop until the command is a zombie (libuv cannot reap it meanwhile),
+        // then sweep synchronously as the reaper's timer would
+        const nap = new Int32Array(new SharedArrayBuffer(4));
+        const deadline = Date.now() + 10_000;
+        while (!zombiesOf(process.pid).includes(pid)) {
+          if (Date.now() > deadline) throw new Error('the command did not exit');
+          Atomics.wait(nap, 0, 0, 10);
+        }
+        expect(reaper.sweep()).toBe(0);
+        expect(zombiesOf(process.pid)).toContain(pid);
+        expect(await exited).toBe(5);
+        expect(reaper.reaped).toBe(0);
+      } finally {
+        reaper.stop();
       }
     });
 
