@@ -1,15 +1,12 @@
 // Real AF_VSOCK suite: runs inside ../shared/tools/vsock-vm (vsock loopback, CID 1) through
 // `pnpm test:vm`. Every test here opens real kernel vsock sockets.
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { join } from 'node:path';
 import tls from 'node:tls';
 import { Agent, request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CID_LOCAL,
   connect,
@@ -21,7 +18,15 @@ import {
   type VsockSocket,
   vsockDialer,
 } from '../../src/index.js';
-import { closeServer, hashStream, listen, readAll, waitError, writePattern } from '../helpers.js';
+import {
+  closeServer,
+  hashStream,
+  listen,
+  readAll,
+  selfSignedCert,
+  waitError,
+  writePattern,
+} from '../helpers.js';
 
 const inVm = process.env.VSOCK_VM === '1';
 if (!inVm) console.log('vsock VM suite SKIPPED: not inside vsock-vm (run `pnpm test:vm`)');
@@ -276,38 +281,13 @@ describe.skipIf(!inVm)('AF_VSOCK over vsock loopback (CID_LOCAL)', () => {
   });
 
   describe('protocols over vsock', () => {
-    let dir: string;
     let cert: Buffer;
     let key: Buffer;
     beforeAll(() => {
-      dir = mkdtempSync('/tmp/vsock-tls-');
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-keyout',
-          join(dir, 'key.pem'),
-          '-out',
-          join(dir, 'cert.pem'),
-          '-days',
-          '1',
-          '-subj',
-          '/CN=enclave.vsock',
-          '-addext',
-          'subjectAltName=DNS:enclave.vsock',
-        ],
-        { stdio: 'ignore' },
-      );
-      cert = readFileSync(join(dir, 'cert.pem'));
-      key = readFileSync(join(dir, 'key.pem'));
+      const pair = selfSignedCert('enclave.vsock');
+      if (!pair) throw new Error('the openssl CLI is needed in the VM (apt-get install openssl)');
+      ({ cert, key } = pair);
     });
-    afterAll(() => execFileSync('rm', ['-rf', dir]));
 
     it('tls over vsock (tls.connect({ socket }) and TLSSocket server side)', async () => {
       const p = port();
