@@ -87,6 +87,58 @@ describe('ee-enclave run', () => {
     expect(p.stdout()).toContain('app got SIGTERM');
   });
 
+  it('a second SIGTERM while it drains after the app exited does not kill it half-way', async () => {
+    // a TCP server outside the app that keeps its connection open: the route has one
+    // connection to drain after the app is gone (teardown waits up to drainTimeoutMs)
+    const held: import('node:net').Socket[] = [];
+    const holder = (await import('node:net')).createServer((c) => {
+      held.push(c);
+      c.on('error', () => {});
+    });
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    const holderPort = (holder.address() as AddressInfo).port;
+    const vdir = join(dir, 'v-second-term');
+    const inPort = nextPort();
+    const app = write(
+      'trap42.mjs',
+      "process.on('SIGTERM', () => process.exit(42));\nconsole.log('app up');\nsetInterval(() => {}, 1000);\n",
+    );
+    const cfg = devConfig(
+      [
+        'drainTimeoutMs: 3000',
+        'routes:',
+        '  - name: held',
+        `    listen: vsock:any:${inPort}`,
+        `    dial: tcp:127.0.0.1:${holderPort}`,
+        '',
+      ].join('\n'),
+    );
+    const p = spawnCli(cli, ['run', '-c', cfg, '--vsock-dir', vdir, '--', process.execPath, app]);
+    try {
+      await p.waitLog((l) => l.msg === 'app started', 'app started');
+      // the app's SIGTERM handler is installed once it printed this
+      for (let i = 0; i < 200 && !p.stdout().includes('app up'); i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const s = await vsockOpen(vdir, 16, inPort);
+      s.write('x');
+      for (let i = 0; i < 200 && held.length === 0; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      expect(held.length).toBe(1);
+      p.child.kill('SIGTERM');
+      await p.waitLog((l) => l.msg === 'app exited', 'app exited');
+      p.child.kill('SIGTERM');
+      await p.waitLog((l) => String(l.msg).startsWith('signal while stopping'), 'teardown signal');
+      // the app's status, after the drain: not killed by the second signal
+      expect(await p.exited).toEqual({ code: 42, signal: null });
+      s.destroy();
+    } finally {
+      p.child.kill('SIGKILL');
+      for (const c of held) c.destroy();
+      holder.close();
+    }
+  });
+
   it('starts routes before the app: inbound vsock->TCP reaches the app, and the app sees the gateway variables', async () => {
     const vdir = join(dir, 'v-inbound');
     // The app's TCP port comes from the kernel: a port picked at random in 40000-60000 lies in

@@ -226,13 +226,27 @@ export async function runEnclave(
     // libuv has reaped the app ('exit' fired): its pid may now be reused by an orphan.
     appPid = undefined;
   } finally {
+    // The app is gone; its signal forwarding with it. A SIGTERM/SIGINT now (a second `docker
+    // stop`, an impatient supervisor) must not kill this process half-way through unmounting
+    // volumes and draining routes (as PID 1 it would be ignored anyway): teardown is bounded by
+    // drainTimeoutMs, and SIGKILL stays the way to cut it short.
+    const onTeardownSignal = (sig: NodeJS.Signals) =>
+      log.warn(
+        { signal: sig, drainTimeoutMs: config.drainTimeoutMs },
+        'signal while stopping: finishing the unmount and drain first (SIGKILL cuts it short)',
+      );
+    for (const sig of earlySignals) process.on(sig, onTeardownSignal);
     dropEarly();
-    // sync + umount while the routes still carry NFS
-    await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
-    await transparent?.close({ drain: true, timeoutMs: config.drainTimeoutMs });
-    await stopDns();
-    await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
-    reaping?.release();
+    try {
+      // sync + umount while the routes still carry NFS
+      await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
+      await transparent?.close({ drain: true, timeoutMs: config.drainTimeoutMs });
+      await stopDns();
+      await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
+    } finally {
+      for (const sig of earlySignals) process.removeListener(sig, onTeardownSignal);
+      reaping?.release();
+    }
   }
   return exit;
 }
