@@ -37,7 +37,8 @@ function loaded(code: string): string[] {
   writeFileSync(log, '');
   const r = spawnSync(
     process.execPath,
-    ['--import', join(dir, 'register.mjs'), '--input-type=module', '-e', code],
+    // --no-deprecation: Node 26 deprecates module.register() (DEP0205) on stderr
+    ['--no-deprecation', '--import', join(dir, 'register.mjs'), '--input-type=module', '-e', code],
     { env: { ...process.env, EE_LOAD_LOG: log }, encoding: 'utf8', cwd: dist, timeout: 30_000 },
   );
   expect(r.stderr).toBe('');
