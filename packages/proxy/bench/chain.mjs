@@ -100,6 +100,18 @@ async function waitConnectable(port) {
   throw new Error(`port ${port} never listened`);
 }
 
+/** A chain of two hop processes listening on `port`: its pids (for RSS) and how to stop it. */
+function twoProcesses(port, a, b) {
+  return {
+    port,
+    pids: () => [a.pid, b.pid],
+    stop: () => {
+      a.kill('SIGTERM');
+      b.kill('SIGTERM');
+    },
+  };
+}
+
 const vsockDir = mkdtempSync(join(tmpdir(), 'ee-bench-vsock-'));
 async function startOurs() {
   const mid =
@@ -116,14 +128,7 @@ async function startOurs() {
   await waitLine(b);
   const a = spawn(process.execPath, [script, 'A', middle, mid], opts);
   const { port } = await waitLine(a);
-  return {
-    port,
-    pids: () => [a.pid, b.pid],
-    stop: () => {
-      a.kill('SIGTERM');
-      b.kill('SIGTERM');
-    },
-  };
+  return twoProcesses(port, a, b);
 }
 
 async function startSocat() {
@@ -173,14 +178,7 @@ async function startSocat() {
     );
   }
   await waitConnectable(port);
-  return {
-    port,
-    pids: () => [a.pid, b.pid],
-    stop: () => {
-      a.kill('SIGTERM');
-      b.kill('SIGTERM');
-    },
-  };
+  return twoProcesses(port, a, b);
 }
 
 /** The node floor (bench/node-hop.mjs): two minimal Node processes over a plain Unix socket. */
@@ -193,14 +191,7 @@ async function startFloor() {
   await waitLine(b);
   const a = spawn(process.execPath, [script, '0', path], opts);
   const { port } = await waitLine(a);
-  return {
-    port,
-    pids: () => [a.pid, b.pid],
-    stop: () => {
-      a.kill('SIGTERM');
-      b.kill('SIGTERM');
-    },
-  };
+  return twoProcesses(port, a, b);
 }
 
 /**
