@@ -5,8 +5,8 @@
 // SIGCHLD; when waitpid fails with ECHILD it silently drops the exit, so a child of libuv's that
 // someone else reaped never emits 'exit'. This module therefore never calls waitpid(-1): it peeks
 // at an exited child with waitid(P_ALL, WNOWAIT) (which leaves it a zombie), reaps that exact pid
-// only when it is not one of Node's (`isOwned`), and stops at the first one that is (libuv reaps
-// that one itself; the next sweep looks again).
+// only when it is not one of Node's (an active ChildProcess, `isNodeChild`, or `isOwned`), and
+// stops at the first one that is (libuv reaps that one itself; the next sweep looks again).
 import { ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import { type Logger, silentLogger } from '@enclave-extras/proxy';
@@ -127,10 +127,10 @@ export interface ReaperOptions {
   native: ReaperNative;
   logger?: Logger;
   /**
-   * True for pids Node's child_process spawned (libuv reaps those; reaping one here would make
-   * Node lose its 'exit'). Every live child_process child must be covered.
+   * More pids to leave alone, besides every child Node's child_process spawned and has not seen
+   * exit (`isNodeChild`, always left to libuv).
    */
-  isOwned: (pid: number) => boolean;
+  isOwned?: (pid: number) => boolean;
   /** Sweep also on this timer, in case a SIGCHLD was coalesced (ms, default 1000, unref'd). */
   intervalMs?: number;
   /** Called for each reaped orphan (after the debug log). */
@@ -182,7 +182,7 @@ export function startReaper(options: ReaperOptions): Reaper {
       }
       const pid = info.readInt32LE(native.siPidOffset);
       if (pid <= 0) return { n, blocked: false };
-      if (options.isOwned(pid)) return { n, blocked: true };
+      if (isNodeChild(pid) || options.isOwned?.(pid)) return { n, blocked: true };
       wstatus.fill(0);
       let w: number;
       do w = native.waitpid(pid, wstatus, WNOHANG);

@@ -7,7 +7,6 @@ import { errorMessage, RuntimeError } from './errors.js';
 import { updateHostsFile } from './hosts.js';
 import { isLoopbackV4, setupLoopback } from './network.js';
 import {
-  isNodeChild,
   loadReaperNative,
   type Reaper,
   type ReaperNative,
@@ -207,11 +206,11 @@ export async function runEnclave(
   // The early handlers stay installed until runApp's are (removing the last listener would
   // restore the default action for a moment).
   appRunning = true;
-  // The reaper leaves every child_process child to libuv: the app, and the commands the
-  // teardown runs while reaping is still on (sync, umount, cryptsetup, losetup, iptables).
-  // Taking one of those would leave Node waiting for its 'exit' until the drain timeout.
+  // The reaper leaves every child_process child to libuv (the app, and the commands the
+  // teardown runs while reaping is still on); the app's pid is named too, in case Node lacks
+  // the handle list that check reads.
   let appPid: number | undefined;
-  reaping?.start((pid) => pid === appPid || isNodeChild(pid));
+  reaping?.start((pid) => pid === appPid);
   try {
     exit = await runApp({
       command: options.command,

@@ -228,13 +228,12 @@ describe.skipIf(process.platform !== 'linux')(
     });
 
     it("leaves every child_process child to libuv, not only the app (teardown's umount, cryptsetup ...)", async () => {
-      // runEnclave's predicate: the app's pid, or any child Node spawned and has not seen exit.
-      // With `pid === appPid` alone (before), this sweep took the teardown command's exit
-      // status from Node, whose 'exit' then never fired (volumes stayed mounted until the
-      // drain timeout).
+      // runEnclave's predicate names only the app's pid; before, that was all the reaper left
+      // alone, and this sweep took the teardown command's exit status from Node, whose 'exit'
+      // then never fired (volumes stayed mounted until the drain timeout).
       const native = await loadReaperNative();
       const appPid = -1; // the app has exited; teardown runs its commands
-      const reaper = startReaper({ native, isOwned: (pid) => pid === appPid || isNodeChild(pid) });
+      const reaper = startReaper({ native, isOwned: (pid) => pid === appPid });
       try {
         const cmd = spawn('sh', ['-c', 'exit 5']);
         const pid = cmd.pid ?? -1;
