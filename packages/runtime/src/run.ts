@@ -83,28 +83,38 @@ export async function runEnclave(
   options: RunEnclaveOptions,
 ): Promise<AppExit> {
   const log = options.logger ?? silentLogger;
-  // Until the app runs (and runApp forwards signals), a SIGTERM/SIGINT stops the bring-up
-  // instead of killing this process half-way (as PID 1 it would even be ignored).
+  // One SIGTERM/SIGINT handler for the whole run, so this process is never killed half-way (as
+  // PID 1 it would even be ignored): before the app runs it stops the bring-up; while the app
+  // runs, runApp's own handlers forward the signal; after the app exited it is logged and the
+  // teardown (unmount, drain; bounded by drainTimeoutMs) finishes. SIGKILL cuts it short.
   let early: NodeJS.Signals | undefined;
   const bringUp = new AbortController();
   let appRunning = false;
-  const onEarly = (sig: NodeJS.Signals) => {
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn(
+        { signal: sig, drainTimeoutMs: config.drainTimeoutMs },
+        'signal while stopping: finishing the unmount and drain first (SIGKILL cuts it short)',
+      );
+      return;
+    }
     if (appRunning) return; // runApp's own handlers forward it
     early ??= sig;
     bringUp.abort(); // e.g. stop waiting for a volume's NFS server
     log.info({ signal: sig }, 'signal before the app started: stopping');
   };
-  const earlySignals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
-  for (const sig of earlySignals) process.on(sig, onEarly);
-  const dropEarly = () => {
-    for (const sig of earlySignals) process.removeListener(sig, onEarly);
+  const runSignals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+  for (const sig of runSignals) process.on(sig, onSignal);
+  const dropSignals = () => {
+    for (const sig of runSignals) process.removeListener(sig, onSignal);
   };
   let reaping: Reaping | undefined;
   try {
     reaping = await prepareReaping(config.reapOrphans, log);
     await prepareEnclaveNetwork(config, options);
   } catch (err) {
-    dropEarly();
+    dropSignals();
     reaping?.release();
     throw err;
   }
@@ -119,7 +129,7 @@ export async function runEnclave(
       ...(config.egressGateway ? { egressGateways: [config.egressGateway] } : {}),
     });
   } catch (err) {
-    dropEarly();
+    dropSignals();
     await runtime.close({ drain: false });
     reaping?.release();
     throw err;
@@ -132,7 +142,7 @@ export async function runEnclave(
     try {
       dns = await startDns(config.dns, options, log);
     } catch (err) {
-      dropEarly();
+      dropSignals();
       await runtime.close({ drain: false });
       reaping?.release();
       throw err;
@@ -156,7 +166,7 @@ export async function runEnclave(
           ...(nameOf ? { nameOf } : {}),
         });
       } catch (err) {
-        dropEarly();
+        dropSignals();
         await stopDns();
         await runtime.close({ drain: false });
         reaping?.release();
@@ -170,7 +180,7 @@ export async function runEnclave(
     try {
       volumes = await mountEnclaveVolumes(config, log, options.dataKeys, bringUp.signal);
     } catch (err) {
-      dropEarly();
+      dropSignals();
       await transparent?.close({ drain: false });
       await stopDns();
       await runtime.close({ drain: false });
@@ -180,7 +190,7 @@ export async function runEnclave(
     }
   }
   if (early) {
-    dropEarly();
+    dropSignals();
     await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
     await transparent?.close({ drain: false });
     await stopDns();
@@ -203,7 +213,7 @@ export async function runEnclave(
     );
   }
   let exit: AppExit;
-  // The early handlers stay installed until runApp's are (removing the last listener would
+  // The run's handler stays installed beside runApp's (removing the last listener would
   // restore the default action for a moment).
   appRunning = true;
   // The reaper leaves every child_process child to libuv (the app, and the commands the
@@ -225,17 +235,8 @@ export async function runEnclave(
     // libuv has reaped the app ('exit' fired): its pid may now be reused by an orphan.
     appPid = undefined;
   } finally {
-    // The app is gone; its signal forwarding with it. A SIGTERM/SIGINT now (a second `docker
-    // stop`, an impatient supervisor) must not kill this process half-way through unmounting
-    // volumes and draining routes (as PID 1 it would be ignored anyway): teardown is bounded by
-    // drainTimeoutMs, and SIGKILL stays the way to cut it short.
-    const onTeardownSignal = (sig: NodeJS.Signals) =>
-      log.warn(
-        { signal: sig, drainTimeoutMs: config.drainTimeoutMs },
-        'signal while stopping: finishing the unmount and drain first (SIGKILL cuts it short)',
-      );
-    for (const sig of earlySignals) process.on(sig, onTeardownSignal);
-    dropEarly();
+    // the app is gone, and its signal forwarding with it: the run's handler takes over
+    stopping = true;
     try {
       // sync + umount while the routes still carry NFS
       await unmountEnclaveVolumes(volumes, config.drainTimeoutMs, log);
@@ -243,7 +244,7 @@ export async function runEnclave(
       await stopDns();
       await runtime.close({ drain: true, timeoutMs: config.drainTimeoutMs });
     } finally {
-      for (const sig of earlySignals) process.removeListener(sig, onTeardownSignal);
+      dropSignals();
       reaping?.release();
     }
   }
