@@ -143,14 +143,8 @@ export interface VsockDialer {
  */
 let tlsModule: typeof tls | undefined;
 function loadTls(): typeof tls {
-  if (tlsModule) return tlsModule;
-  const get = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
-  tlsModule = (
-    typeof get === 'function'
-      ? get('node:tls')
-      : // Node 22.0-22.2 have no getBuiltinModule; a builtin resolves from any require
-        createRequire(`${process.cwd()}/`)('node:tls')
-  ) as typeof tls;
+  // a builtin resolves from any require (import.meta.url is not there in the CJS build)
+  tlsModule ??= createRequire(`${process.cwd()}/`)('node:tls') as typeof tls;
   return tlsModule;
 }
 
