@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 vi.setConfig({ testTimeout: 120_000 });
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+/** The preload that logs every resolved module URL to $EE_LOAD_LOG (shared by the repo's tests). */
+const LOG_MODULE_LOADS = new URL('../../../scripts/log-module-loads.mjs', import.meta.url).pathname;
 const BIN = 'ee-enclave';
 const COMMANDS = [
   ['run'],
@@ -40,23 +42,6 @@ const HEAVY = /@enclave-extras\/|@aws-sdk\/|\/zod\/|\/pino\/|\/yaml\//;
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'ee-enclave-usage-'));
-  // a resolve hook that appends every resolved URL to $EE_LOAD_LOG
-  writeFileSync(
-    join(dir, 'hooks.mjs'),
-    [
-      "import { appendFileSync } from 'node:fs';",
-      'export async function resolve(s, c, next) {',
-      '  const r = await next(s, c);',
-      "  appendFileSync(process.env.EE_LOAD_LOG, r.url + '\\n');",
-      '  return r;',
-      '}',
-      '',
-    ].join('\n'),
-  );
-  writeFileSync(
-    join(dir, 'register.mjs'),
-    "import { register } from 'node:module';\nregister('./hooks.mjs', import.meta.url);\n",
-  );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -72,7 +57,7 @@ function cliSync(args: string[], nodeArgs: string[] = [], env: NodeJS.ProcessEnv
 function loaded(args: string[]): string[] {
   const log = join(dir, `load-${args.join('_').replace(/\W/g, '')}.log`);
   writeFileSync(log, '');
-  cliSync(args, ['--import', join(dir, 'register.mjs')], { EE_LOAD_LOG: log });
+  cliSync(args, ['--import', LOG_MODULE_LOADS], { EE_LOAD_LOG: log });
   return readFileSync(log, 'utf8').split('\n').filter(Boolean);
 }
 

@@ -9,25 +9,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const dist = new URL('../dist/', import.meta.url).pathname;
+/** The preload that logs every resolved module URL to $EE_LOAD_LOG (shared by the repo's tests). */
+const LOG_MODULE_LOADS = new URL('../../../scripts/log-module-loads.mjs', import.meta.url).pathname;
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'ee-proxy-entry-'));
-  writeFileSync(
-    join(dir, 'hooks.mjs'),
-    [
-      "import { appendFileSync } from 'node:fs';",
-      'export async function resolve(s, c, next) {',
-      '  const r = await next(s, c);',
-      "  appendFileSync(process.env.EE_LOAD_LOG, r.url + '\\n');",
-      '  return r;',
-      '}',
-      '',
-    ].join('\n'),
-  );
-  writeFileSync(
-    join(dir, 'register.mjs'),
-    "import { register } from 'node:module';\nregister('./hooks.mjs', import.meta.url);\n",
-  );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -37,8 +23,7 @@ function loaded(code: string): string[] {
   writeFileSync(log, '');
   const r = spawnSync(
     process.execPath,
-    // --no-deprecation: Node 26 deprecates module.register() (DEP0205) on stderr
-    ['--no-deprecation', '--import', join(dir, 'register.mjs'), '--input-type=module', '-e', code],
+    ['--import', LOG_MODULE_LOADS, '--input-type=module', '-e', code],
     { env: { ...process.env, EE_LOAD_LOG: log }, encoding: 'utf8', cwd: dist, timeout: 30_000 },
   );
   expect(r.stderr).toBe('');
