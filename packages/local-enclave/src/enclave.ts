@@ -77,6 +77,8 @@ export interface LocalEnclave {
 }
 
 const CONSOLE_KEEP = 64 * 1024;
+/** How long a QEMU that exited may keep its stdio open (a child holding it) before we stop reading. */
+const STDIO_DRAIN_MS = 2000;
 
 /** A fresh enclave id in nitro-cli's shape (`i-...-enc<16 hex>`). */
 export function newEnclaveId(parentId?: string): string {
@@ -232,8 +234,27 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
     for (const line of lines) if (line.trim()) log.warn({ enclaveId, qemu: line }, 'QEMU says');
   });
   const proc = child;
+  // 'exit' can come before the last console bytes were read (the init prints its FATAL line and
+  // powers off at once): settle only once stdout and stderr ended too, or STDIO_DRAIN_MS after
+  // the exit if something else still holds them open.
+  const stdioEnded = Promise.all(
+    [proc.stdout, proc.stderr].map(
+      (s) => new Promise<void>((r) => (s ? s.once('close', () => r()) : r())),
+    ),
+  );
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
-    proc.once('exit', (code, signal) => r({ code, signal }));
+    proc.once('exit', (code, signal) => {
+      let timer: NodeJS.Timeout | undefined;
+      void Promise.race([
+        stdioEnded,
+        new Promise<void>((t) => {
+          timer = setTimeout(t, STDIO_DRAIN_MS);
+        }),
+      ]).then(() => {
+        clearTimeout(timer);
+        r({ code, signal });
+      });
+    });
     proc.once('error', () => r({ code: null, signal: null }));
   });
   let spawnError: Error | undefined;

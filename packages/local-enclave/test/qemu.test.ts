@@ -47,7 +47,8 @@ async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise
   } catch (err) {
     expect(isLocalEnclaveError(err), String(err)).toBe(true);
     expect((err as { code: string }).code).toBe(code);
-    expect((err as Error).message).toMatch(text);
+    // The whole message on a mismatch: vitest shortens the value it prints.
+    expect((err as Error).message, (err as Error).message).toMatch(text);
     return err as Error;
   }
   throw new Error('expected a rejection');
@@ -137,6 +138,46 @@ describe('qemuArgs', () => {
     expect(args.join(' ')).toContain('-chardev socket,id=vsock0,path=/run/v.sock');
     expect(args.join(' ')).toContain('-smp 2 -m 512M');
     expect(args).toContain('-no-reboot');
+  });
+});
+
+// QEMU's exit can be seen before its last console bytes are read (the init prints FATAL and
+// powers off at once; CI saw the FATAL line missing under load). A stand-in QEMU makes that order
+// certain: it exits at once while a child of it writes the FATAL line 300 ms later.
+describe('startEnclave reads the console to its end after QEMU exits', () => {
+  it('the FATAL line written after the exit is quoted; the backend is closed', async () => {
+    const fake = join(tmp, 'qemu-exits-first');
+    writeFileSync(
+      fake,
+      [
+        '#!/bin/sh',
+        'if [ "$1" = "-M" ] && [ "$2" = "help" ]; then echo "nitro-enclave        Nitro Enclave"; exit 0; fi',
+        "(sleep 0.3; echo 'ee-init: FATAL: heartbeat: socket(AF_VSOCK): Address family not supported') &",
+        'exit 0',
+        '',
+      ].join('\n'),
+    );
+    chmodSync(fake, 0o755);
+    const eif = join(tmp, 'fake-qemu.eif');
+    writeFileSync(eif, Buffer.alloc(4096));
+    const backend = silentBackend();
+    await rejects(
+      startEnclave({
+        eifPath: eif,
+        cpuCount: 1,
+        memoryMiB: 256,
+        enclaveCid: 16,
+        vsockDir: tmp,
+        qemu: fake,
+        accel: 'tcg',
+        workDir: join(tmp, 'work-fake'),
+        createBackend: backend.factory,
+        bootTimeoutMs: 30_000,
+      }),
+      'ERR_LOCAL_ENCLAVE_BOOT_FAILED',
+      /QEMU exited \(0\) before the boot heartbeat\. The init said: "ee-init: FATAL: heartbeat: socket\(AF_VSOCK\)/,
+    );
+    expect(backend.closed()).toBe(true);
   });
 });
 
