@@ -221,7 +221,7 @@ describe.skipIf(!qemu)('startEnclave boot failures (real QEMU)', () => {
           qemu: qemu as string,
           accel: 'tcg',
           workDir,
-          bootTimeoutMs: 110_000,
+          bootTimeoutMs: 220_000, // TCG on a loaded 2-core CI machine: 7 s quiet, 46 s seen under load
         }),
         'ERR_LOCAL_ENCLAVE_BOOT_FAILED',
         /QEMU exited \(0\) before the boot heartbeat\. The init said: "ee-init: FATAL: heartbeat: socket\(AF_VSOCK\)/,
@@ -232,7 +232,7 @@ describe.skipIf(!qemu)('startEnclave boot failures (real QEMU)', () => {
       expect(readdirSync(workDir)).toEqual([]); // the vhost-user socket is gone
       expect(readdirSync(vsockDir)).toEqual([]); // and the VM's socket in the vsock folder
     },
-    120_000,
+    240_000,
   );
 
   it('an EIF QEMU cannot load: BOOT_FAILED with QEMU message; backend closed, nothing left', async () => {
