@@ -89,6 +89,12 @@ export const encryptionSchema = z
     keyBlob: relativeFile.optional(),
     /** Image size on first boot (sparse file). */
     size: sizeSchema,
+    /**
+     * How long to wait (ms) while another enclave holds the volume's lock (`<image>.lock`, an
+     * NFSv4 lock) before refusing with ERR_VOLUME_LOCKED. The default outlasts the Linux NFS
+     * server's 90 s lease, after which the lock of an enclave that died without unmounting ends.
+     */
+    lockWaitMs: z.number().int().min(0).max(3_600_000).default(120_000),
     /** The KMS key whose policy pins the enclave's PCRs (id, ARN or alias). */
     keyId: z.string().min(1),
     /** Encryption context bound to the data key. Default `{ "enclave-extras:volume": <name> }`. */

@@ -25,6 +25,7 @@ import {
   setPolicy,
 } from './fscrypt.js';
 import type { DataKeySource } from './keys.js';
+import { type HeldLock, type LockOutcome, lockExclusive } from './lock.js';
 import { silentLogger, type VolumeLogger } from './logger.js';
 import { chooseEncryption, hasDmCrypt, imageFormat, openLuks } from './luks.js';
 import { isMountPoint, loopDevicesFor } from './mounts.js';
@@ -149,6 +150,52 @@ async function writeNew(path: string, data: Uint8Array): Promise<void> {
   } finally {
     await dh.close();
   }
+}
+
+/** The volume's lock (see lock.ts), or ERR_VOLUME_LOCKED / ERR_VOLUME_ABORTED / ERR_VOLUME_UNSUPPORTED. */
+async function lockVolume(
+  v: VolumeConfig,
+  path: string,
+  waitMs: number,
+  logger: VolumeLogger,
+  signal: AbortSignal | undefined,
+): Promise<HeldLock> {
+  let told = -1;
+  let outcome: LockOutcome;
+  try {
+    outcome = await lockExclusive(path, {
+      waitMs,
+      ...(signal ? { signal } : {}),
+      onBusy: (waitedMs) => {
+        const tens = Math.floor(waitedMs / 10_000);
+        if (tens === told) return;
+        told = tens;
+        logger.warn(
+          { volume: v.name, lock: path, waitedMs, lockWaitMs: waitMs },
+          'volumes: another enclave holds this volume; waiting for its lock',
+        );
+      },
+    });
+  } catch (err) {
+    throw fail(
+      'ERR_VOLUME_UNSUPPORTED',
+      v,
+      `locking ${path} failed (${errorMessage(err)}): the NFS mount must support locks (do not mount with nolock or local_lock)`,
+      { path, syscall: 'flock', cause: err },
+    );
+  }
+  if (outcome.held) return outcome.lock;
+  if (outcome.reason === 'aborted')
+    throw fail('ERR_VOLUME_ABORTED', v, `waiting for the lock ${path} was aborted`, {
+      path,
+      cause: signal?.reason,
+    });
+  throw fail(
+    'ERR_VOLUME_LOCKED',
+    v,
+    `${path} is locked by another NFS client, waited ${Math.round(outcome.waitedMs / 1000)} s: another enclave has this volume open (mounting it twice would corrupt it), or one that died without unmounting less than the NFS server's lease time ago (90 s by default). Stop the other enclave, or wait and retry; raise encryption.lockWaitMs to wait longer.`,
+    { path },
+  );
 }
 
 async function mountExt4(v: VolumeConfig, image: string, target: string): Promise<void> {
@@ -325,6 +372,9 @@ export async function mountVolume(
     if (enc) {
       const image = join(nfsDir, enc.image ?? `${v.name}.img`);
       const blobPath = join(nfsDir, enc.keyBlob ?? `${enc.image ?? `${v.name}.img`}.key`);
+      // one enclave at a time: before anything reads or creates the image or its key
+      const lock = await lockVolume(v, `${image}.lock`, enc.lockWaitMs, logger, signal);
+      stack.push({ what: `unlock ${lock.path}`, run: () => lock.release() });
       const keys = options.dataKeys?.(v);
       if (!keys)
         throw fail(

@@ -90,6 +90,10 @@ async function step(i, st) {
           .update(await readFile(join(v.mountPoint, name)))
           .digest('hex');
       say({ step: i, read: got });
+    } else if (a.kind === 'hold') {
+      // an app that keeps its volume open for a while (the lock test)
+      await new Promise((r) => setTimeout(r, a.ms));
+      say({ step: i, held: a.ms });
     } else if (a.kind === 'writeLoop') {
       // the app keeps writing; each file is fsync'd before it is announced
       for (let n = 0; ; n++) {

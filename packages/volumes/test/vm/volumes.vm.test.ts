@@ -584,6 +584,50 @@ describe.skipIf(!inVm)(
       ).toEqual(['dm-', 'loop']);
       expect(leftovers()).toEqual([]);
     }, 300_000);
+
+    it('one enclave at a time: a second mount of the fscrypt volume through another NFS mount (where the loop-device check cannot see it) is refused with ERR_VOLUME_LOCKED while the first holds it, and a waiting one gets it once the first unmounts', async () => {
+      const other = (lockWaitMs: number) => ({
+        ...vault('vault.img', '/mnt/ee-vault-2'),
+        encryption: { size: '64MiB', keyId, image: 'vault.img', lockWaitMs },
+      });
+      const k = kmsJob(GOOD_PCR0);
+      const b = await boot({
+        steps: [
+          // the first enclave: holds the volume open for 8 s
+          { volume: vault(), kms: k, background: true, action: { kind: 'hold', ms: 8000 } },
+          // the second: its own NFS mount of the export (another state dir), gives up after 1.5 s
+          {
+            volume: other(1500),
+            kms: k,
+            stateDir: `${STATE}-second`,
+            action: { kind: 'read', names: [] },
+          },
+          // the third: waits, and mounts once the first has unmounted
+          {
+            volume: other(60_000),
+            kms: k,
+            stateDir: `${STATE}-third`,
+            action: { kind: 'read', names: [SECRET_NAME] },
+          },
+        ],
+      });
+      expect(at(b, 0)).toMatchObject({ mounted: '/mnt/ee-vault', held: 8000, unmounted: true });
+      expect(at(b, 1)).toMatchObject({ error: 'ERR_VOLUME_LOCKED' });
+      expect(String(at(b, 1).message)).toMatch(/vault\.img\.lock is locked by another NFS client/);
+      expect(at(b, 1).mounted).toBeUndefined();
+      expect(at(b, 2)).toMatchObject({
+        mounted: '/mnt/ee-vault-2',
+        read: { [SECRET_NAME]: sha(Buffer.from(vaultText)) },
+        unmounted: true,
+      });
+      // the third mounted only after the first let go
+      const order = b.lines.map(
+        (l) => `${l.step}:${Object.keys(l).filter((x) => x !== 'step')[0]}`,
+      );
+      expect(order.indexOf('2:mounted')).toBeGreaterThan(order.indexOf('0:unmounted'));
+      expect(readFileSync(join(EXPORT, 'vault.img.lock')).length).toBe(0);
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
     it('ee-enclave run: mounts a plain, an fscrypt and a LUKS2 volume (its own routes, KMS config) before the app; on SIGTERM while the app runs, the app finishes with its volumes mounted, then all is synced and unmounted with nothing left attached, exit 128+15; a second run (the app exits by itself) reads back what the first fsynced, exit 0, all unmounted', async () => {
       const cli = new URL('../../../../apps/enclave/dist/cli.js', import.meta.url).pathname;
       const dir = mkdtempSync('/tmp/ee-volumes-run-');
