@@ -409,11 +409,11 @@ const t0 = Date.now();
 const progress = (label, what) =>
   say(`  [${((Date.now() - t0) / 1000).toFixed(1)}s] ${label}: ${what}`);
 
-async function warm(label, chain) {
+async function warm(label, chain, bytes = MB) {
   // retried: a freshly spawned chain may still be starting its second hop
   for (let i = 0; ; i++) {
     try {
-      await throughput(chain.port, 1, MB);
+      await throughput(chain.port, 1, bytes);
       break;
     } catch (err) {
       if (i >= 5) throw err;
@@ -518,13 +518,18 @@ fresh.stop();
 const freshFloor = await startFloor();
 const floorRest = await restOf(freshFloor);
 freshFloor.stop();
-// the same, for the chain as users start it: ee-enclave run -> emulation -> ee-parent run
+// the same, for the chain as users start it: ee-enclave run -> emulation -> ee-parent run. RSS
+// at rest and with idle connections before any other traffic, as for the route rows above (after
+// bursts of connections RSS depends on when V8 collects: up to ~30 MiB more per process until
+// its memory reducer runs, seconds later).
 const apps = await startApps();
 let appsRest;
 let appsIdle;
 let appsSeq;
 if (apps) {
   appsRest = await restOf(apps);
+  await warm('apps', apps, 1); // one byte through: both hops are up
+  appsIdle = await idleRss(apps, sizes.idle);
   await warm('apps', apps);
   const seqRuns = [];
   for (let round = 0; round < rounds; round++) {
@@ -532,7 +537,6 @@ if (apps) {
     progress('apps', `${seqRuns.at(-1).toFixed(0)} sequential connections/s`);
   }
   appsSeq = median(seqRuns);
-  appsIdle = await idleRss(apps, sizes.idle);
   apps.stop();
 }
 target.close();
