@@ -54,6 +54,15 @@ async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise
   throw new Error('expected a rejection');
 }
 
+/** The size and CID of the enclaves these tests boot (or fail to boot). */
+const smallEnclave = {
+  cpuCount: 1,
+  memoryMiB: 256,
+  enclaveCid: 16,
+  vsockDir: tmp,
+  accel: 'tcg',
+} as const;
+
 /** A vhost-user socket that accepts and never answers: enough for QEMU to get past connecting. */
 function silentBackend(): {
   factory: (o: { socketPath: string }) => Promise<VsockBackend>;
@@ -163,13 +172,9 @@ describe('startEnclave reads the console to its end after QEMU exits', () => {
     const backend = silentBackend();
     await rejects(
       startEnclave({
+        ...smallEnclave,
         eifPath: eif,
-        cpuCount: 1,
-        memoryMiB: 256,
-        enclaveCid: 16,
-        vsockDir: tmp,
         qemu: fake,
-        accel: 'tcg',
         workDir: join(tmp, 'work-fake'),
         createBackend: backend.factory,
         bootTimeoutMs: 30_000,
@@ -242,13 +247,9 @@ describe.skipIf(!qemu)('startEnclave boot failures (real QEMU)', () => {
     const workDir = join(tmp, 'work');
     const err = await rejects(
       startEnclave({
+        ...smallEnclave,
         eifPath: eif,
-        cpuCount: 1,
-        memoryMiB: 256,
-        enclaveCid: 16,
-        vsockDir: tmp,
         qemu: qemu as string,
-        accel: 'tcg',
         workDir,
         createBackend: backend.factory,
         bootTimeoutMs: 60_000,
