@@ -116,8 +116,13 @@ export type KeyHandle =
  * visible to every process) or, on older kernels (4.14), a "logon" key `fscrypt:<descriptor>` in
  * this process's session keyring (inherited by the children it starts, i.e. the app).
  */
-export async function addKey(mountRoot: string, key: Uint8Array): Promise<KeyHandle> {
+export async function addKey(
+  mountRoot: string,
+  key: Uint8Array,
+  keyring: 'auto' | 'session' = 'auto',
+): Promise<KeyHandle> {
   const descriptor = keyDescriptor(key);
+  if (keyring === 'session') return addSessionKey(descriptor, key);
   const arg = Buffer.alloc(80 + key.length);
   arg.writeUInt32LE(FSCRYPT_KEY_SPEC_TYPE_DESCRIPTOR, 0);
   descriptor.copy(arg, 8);
@@ -138,6 +143,10 @@ export async function addKey(mountRoot: string, key: Uint8Array): Promise<KeyHan
   if (rc === 0) return { kind: 'filesystem', mountRoot, descriptor };
   if (errno !== koffi.os.errno.ENOTTY && errno !== koffi.os.errno.EOPNOTSUPP)
     throw new SyscallError('ioctl(FS_IOC_ADD_ENCRYPTION_KEY)', errno);
+  return addSessionKey(descriptor, key);
+}
+
+function addSessionKey(descriptor: Buffer, key: Uint8Array): KeyHandle {
   // Linux < 5.4: a session keyring key. Make sure this process has its own session keyring first,
   // so the key outlives this call and the app (a child) inherits it.
   if (sys().keyctl(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 1) < 0)

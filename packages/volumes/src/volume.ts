@@ -38,6 +38,13 @@ export interface MountVolumeOptions {
   stateDir?: string;
   logger?: VolumeLogger;
   signal?: AbortSignal;
+  /**
+   * Where an fscrypt volume's key goes. `auto` (default): the file system's keyring where the
+   * kernel has it (Linux >= 5.4), else a `logon` key in this process's session keyring, which
+   * child processes (the app) inherit. `session`: always the session keyring, which is what the
+   * stock 4.14 enclave kernel gets; it lets that path run on a newer kernel.
+   */
+  fscryptKeyring?: 'auto' | 'session';
 }
 
 export interface MountedVolume {
@@ -497,7 +504,7 @@ export async function mountVolume(
           stack.push({ what: `umount ${fsDir}`, run: () => syncAndUnmount(fsDir, v.name) });
           let handle: KeyHandle;
           try {
-            handle = await addKey(fsDir, key);
+            handle = await addKey(fsDir, key, options.fscryptKeyring ?? 'auto');
           } catch (err) {
             throw fail(
               'ERR_VOLUME_UNSUPPORTED',

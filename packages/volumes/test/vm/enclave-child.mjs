@@ -1,13 +1,30 @@
 // One "enclave boot" for the VM suite: its own process (fresh keys, NSM state and NFS route),
 // like ee-enclave run: enclave-side route TCP -> vsock, mount the volume, run one action as the
 // app would, then sync + unmount. Reads its job as JSON from EE_VOLUME_JOB; prints JSON lines.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { AttestedKmsClient } from '@enclave-extras/kms';
 import { NsmClient, NsmSimulator } from '@enclave-extras/nsm';
 import { createRoute } from '@enclave-extras/proxy';
 import { kmsDataKeys, mountVolume, volumeSchema } from '../../dist/index.js';
+
+const execFileAsync = promisify(execFile);
+/** The `logon` keys named fscrypt:<descriptor> this process can see (/proc/keys), valid ones only. */
+function fscryptLogonKeys() {
+  return readFileSync('/proc/keys', 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter(
+      (c) =>
+        c[7] === 'logon' &&
+        /^fscrypt:[0-9a-f]{16}:?$/.test(c[8] ?? '') &&
+        !/[iRD]/.test(c[1] ?? ''),
+    );
+}
 
 const job = JSON.parse(process.env.EE_VOLUME_JOB ?? '{}');
 const say = (o) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -70,7 +87,11 @@ async function step(i, st) {
         encryptionContext: { 'enclave-extras:volume': v.name },
       });
   }
-  const volume = await mountVolume(v, { dataKeys, stateDir: st.stateDir ?? job.stateDir });
+  const volume = await mountVolume(v, {
+    dataKeys,
+    stateDir: st.stateDir ?? job.stateDir,
+    ...(st.fscryptKeyring ? { fscryptKeyring: st.fscryptKeyring } : {}),
+  });
   say({ step: i, mounted: v.mountPoint });
   mountedSteps.get(i)?.();
   if (st.report) say({ step: i, encryption: volume.encryption });
@@ -90,6 +111,18 @@ async function step(i, st) {
           .update(await readFile(join(v.mountPoint, name)))
           .digest('hex');
       say({ step: i, read: got });
+    } else if (a.kind === 'readInChild') {
+      // the app is a child process: it must reach the files with the key this process added
+      const { stdout } = await execFileAsync(
+        'sha256sum',
+        a.names.map((n) => join(v.mountPoint, n)),
+      );
+      const got = {};
+      for (const line of stdout.trim().split('\n')) {
+        const [hash, path] = line.split(/\s+/);
+        got[path.slice(v.mountPoint.length + 1)] = hash;
+      }
+      say({ step: i, readInChild: got, sessionKey: fscryptLogonKeys().length });
     } else if (a.kind === 'hold') {
       // an app that keeps its volume open for a while (the lock test)
       await new Promise((r) => setTimeout(r, a.ms));
@@ -104,7 +137,11 @@ async function step(i, st) {
   } finally {
     await volume.unmount();
   }
-  say({ step: i, unmounted: true });
+  say({
+    step: i,
+    unmounted: true,
+    ...(st.fscryptKeyring ? { sessionKeyAfter: fscryptLogonKeys().length } : {}),
+  });
 }
 
 // `listen: null`: the enclave-side route runs in another process (the kill test: see the suite)

@@ -628,6 +628,29 @@ describe.skipIf(!inVm)(
       expect(readFileSync(join(EXPORT, 'vault.img.lock')).length).toBe(0);
       expect(leftovers()).toEqual([]);
     }, 300_000);
+    it("the stock 4.14 kernel's key path on this kernel: with the key as a logon key in the session keyring (no filesystem keyring), the fscrypt volume opens, the app (a child process) reads it, and the key is gone after unmount", async () => {
+      const b = await boot({
+        steps: [
+          {
+            volume: vault(),
+            kms: kmsJob(GOOD_PCR0),
+            fscryptKeyring: 'session',
+            action: { kind: 'readInChild', names: [SECRET_NAME, 'big.bin'] },
+          },
+        ],
+      });
+      expect(b.code).toBe(0);
+      expect(at(b, 0)).toEqual({
+        step: 0,
+        mounted: '/mnt/ee-vault',
+        readInChild: { [SECRET_NAME]: sha(Buffer.from(vaultText)), 'big.bin': sha(vaultBig) },
+        sessionKey: 1,
+        unmounted: true,
+        sessionKeyAfter: 0,
+      });
+      expect(leftovers()).toEqual([]);
+    }, 300_000);
+
     it('ee-enclave run: mounts a plain, an fscrypt and a LUKS2 volume (its own routes, KMS config) before the app; on SIGTERM while the app runs, the app finishes with its volumes mounted, then all is synced and unmounted with nothing left attached, exit 128+15; a second run (the app exits by itself) reads back what the first fsynced, exit 0, all unmounted', async () => {
       const cli = new URL('../../../../apps/enclave/dist/cli.js', import.meta.url).pathname;
       const dir = mkdtempSync('/tmp/ee-volumes-run-');
