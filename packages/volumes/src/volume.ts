@@ -22,6 +22,7 @@ import {
   type KeyHandle,
   keyDescriptor,
   removeKey,
+  SyscallError,
   setPolicy,
 } from './fscrypt.js';
 import type { DataKeySource } from './keys.js';
@@ -66,7 +67,7 @@ function fail(
   code: VolumeErrorCode,
   v: VolumeConfig,
   message: string,
-  extra: { path?: string; cause?: unknown; syscall?: string } = {},
+  extra: { path?: string; cause?: unknown; syscall?: string; errno?: string } = {},
 ): VolumeError {
   return new VolumeError(code, `volume ${v.name}: ${message}`, { volume: v.name, ...extra });
 }
@@ -184,11 +185,19 @@ async function lockVolume(
       },
     });
   } catch (err) {
+    if (err instanceof SyscallError)
+      throw fail(
+        'ERR_VOLUME_UNSUPPORTED',
+        v,
+        `locking ${path} failed (${errorMessage(err)}): the NFS mount must support locks (do not mount with nolock or local_lock)`,
+        { path, syscall: 'flock', errno: err.code, cause: err },
+      );
+    const code = (err as NodeJS.ErrnoException).code;
     throw fail(
-      'ERR_VOLUME_UNSUPPORTED',
+      code === 'ENOSPC' || code === 'EDQUOT' ? 'ERR_VOLUME_NO_SPACE' : 'ERR_VOLUME_MOUNT_FAILED',
       v,
-      `locking ${path} failed (${errorMessage(err)}): the NFS mount must support locks (do not mount with nolock or local_lock)`,
-      { path, syscall: 'flock', cause: err },
+      `the lock file ${path} cannot be opened for writing (${errorMessage(err)}): an encrypted volume needs a writable export`,
+      { path, syscall: 'open', ...(code ? { errno: code } : {}), cause: err },
     );
   }
   if (outcome.held) return outcome.lock;
