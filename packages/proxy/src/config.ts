@@ -347,7 +347,7 @@ export const routeSchema = z
     dialRetries: dialRetriesSchema.optional(),
     policy: policySchema.optional(),
     dns: dnsLimitsSchema.optional(),
-    /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511. */
+    /** Listen backlog (kernel accept queue); raise it for bursts of new connections. Default 511 (TCP, Unix), 4096 (vsock: a full queue refuses, no SYN retry). */
     backlog: z.number().int().min(1).max(65535).optional(),
   })
   .superRefine(policyNeedsTcpDial);

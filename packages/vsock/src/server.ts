@@ -12,6 +12,9 @@ import {
   type VsockTransport,
 } from './transport.js';
 
+/** vsock refuses a connect outright when the accept queue is full (no SYN retry as in TCP). */
+const DEFAULT_BACKLOG = 4096;
+
 /** Options of {@link createServer}. */
 export interface CreateServerOptions {
   /** Keep the writable side open after the peer ends (like net). Default false. */
@@ -28,7 +31,10 @@ export interface VsockListenOptions {
   port: number;
   /** CID to bind; default CID_ANY. */
   cid?: number;
-  /** Accept queue length; default 511. */
+  /**
+   * Accept queue length; default 4096 (the kernel caps it at net.core.somaxconn). Larger than
+   * net's 511 because vsock has no SYN retry: a connect that finds the queue full is refused.
+   */
   backlog?: number;
   /** Closes the server when aborted. */
   signal?: AbortSignal;
@@ -85,7 +91,7 @@ export class VsockServer extends EventEmitter<VsockServerEvents> {
   }
 
   /**
-   * Starts listening: `listen({ port, cid = CID_ANY, backlog = 511 }, cb?)` or `listen(port, cb?)`.
+   * Starts listening: `listen({ port, cid = CID_ANY, backlog = 4096 }, cb?)` or `listen(port, cb?)`.
    * Errors (EADDRINUSE, no vsock transport, ...) are emitted as 'error'.
    */
   listen(options: VsockListenOptions | number, cb?: () => void): this {
@@ -99,7 +105,7 @@ export class VsockServer extends EventEmitter<VsockServerEvents> {
     }
     const port = validateU32(opts.port, 'options.port');
     const cid = validateU32(opts.cid ?? CID_ANY, 'options.cid');
-    const backlog = opts.backlog ?? 511;
+    const backlog = opts.backlog ?? DEFAULT_BACKLOG;
     if (!Number.isInteger(backlog) || backlog < 0 || backlog > 0x7fffffff) {
       throw outOfRange('options.backlog', 'an integer >= 0 and <= 2147483647', backlog);
     }

@@ -187,8 +187,10 @@ describe.skipIf(!inVm)('ee-enclave <-> ee-parent over real vsock', () => {
   it('1000 concurrent connections each way, SHA-256 checked, and no fd leak after', async () => {
     const base = { p: fds(parent.child.pid), e: fds(enclave.child.pid) };
     for (const port of [outTcp, inTcp]) {
-      // Open all 1000 first (in waves of 100, so the listener's accept queue of 511 is not
-      // overrun by one burst on the slow TCG VM), hold them open together, then send on all.
+      // Open all 1000 first (in waves of 100, to keep the slow TCG VM's load even; the vsock
+      // listeners' accept queue, 4096 by default, holds a whole burst anyway: a full one refuses,
+      // which once lost 3 connections here with the old 511), hold them open together, then send
+      // on all.
       const socks: net.Socket[] = [];
       for (let wave = 0; wave < 10; wave++) {
         socks.push(...(await Promise.all(Array.from({ length: 100 }, () => openConn(port)))));

@@ -1,5 +1,6 @@
 // Real AF_VSOCK suite: runs inside ../shared/tools/vsock-vm (vsock loopback, CID 1) through
 // `pnpm test:vm`. Every test here opens real kernel vsock sockets.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
@@ -29,6 +30,7 @@ import {
 } from '../helpers.js';
 
 const inVm = process.env.VSOCK_VM === '1';
+const BLOCKED_LISTENER = new URL('./blocked-listener.mjs', import.meta.url).pathname;
 if (!inVm) console.log('vsock VM suite SKIPPED: not inside vsock-vm (run `pnpm test:vm`)');
 
 const t = kernelTransport;
@@ -116,6 +118,47 @@ describe.skipIf(!inVm)('AF_VSOCK over vsock loopback (CID_LOCAL)', () => {
     expect(results.filter(Boolean).length).toBe(200);
     await closeServer(server);
   });
+
+  it('a burst of 1000 connects to a listener that is not accepting: none refused (default backlog above 511; vsock has no SYN retry, a full queue refuses)', async () => {
+    const p = port();
+    const child = spawn(process.execPath, [BLOCKED_LISTENER, String(p), '15000'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    const said = (what: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (out.includes(what)) resolve();
+        };
+        child.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          check();
+        });
+        child.once('exit', () => (out.includes(what) ? resolve() : reject(new Error(out))));
+        check();
+      });
+    await said('listening');
+    const socks: VsockSocket[] = [];
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: 1000 },
+        () =>
+          new Promise<string>((resolve) => {
+            const c = dial(p);
+            socks.push(c);
+            c.once('connect', () => resolve('ok'));
+            c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+          }),
+      ),
+    );
+    // every connect was decided while the listener was still blocked (else the test says nothing)
+    expect(out).not.toContain('unblocked');
+    const refused = outcomes.filter((o) => o !== 'ok');
+    expect(refused.length, `first refusals: ${refused.slice(0, 3).join(', ')}`).toBe(0);
+    await said('accepted');
+    expect(out).toContain('accepted 1000');
+    for (const c of socks) c.destroy();
+  }, 120_000);
 
   it('half-close: client ends its side, server still replies', async () => {
     const p = port();
