@@ -235,26 +235,16 @@ export async function startEnclave(options: StartEnclaveOptions): Promise<LocalE
   });
   const proc = child;
   // 'exit' can come before the last console bytes were read (the init prints its FATAL line and
-  // powers off at once): settle only once stdout and stderr ended too, or STDIO_DRAIN_MS after
-  // the exit if something else still holds them open.
-  const stdioEnded = Promise.all(
-    [proc.stdout, proc.stderr].map(
-      (s) => new Promise<void>((r) => (s ? s.once('close', () => r()) : r())),
-    ),
-  );
+  // powers off at once): settle on 'close', which Node emits once stdout and stderr ended too.
+  // Something else holding them open (a child of QEMU's) gets STDIO_DRAIN_MS, then they are cut.
+  proc.once('exit', () => {
+    setTimeout(() => {
+      proc.stdout?.destroy();
+      proc.stderr?.destroy();
+    }, STDIO_DRAIN_MS).unref();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
-    proc.once('exit', (code, signal) => {
-      let timer: NodeJS.Timeout | undefined;
-      void Promise.race([
-        stdioEnded,
-        new Promise<void>((t) => {
-          timer = setTimeout(t, STDIO_DRAIN_MS);
-        }),
-      ]).then(() => {
-        clearTimeout(timer);
-        r({ code, signal });
-      });
-    });
+    proc.once('close', (code, signal) => r({ code, signal }));
     proc.once('error', () => r({ code: null, signal: null }));
   });
   let spawnError: Error | undefined;
