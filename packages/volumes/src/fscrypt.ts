@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import koffi from 'koffi';
+import { SyscallError, sys } from './libc.js';
 
 const FS_IOC_SET_ENCRYPTION_POLICY = 0x800c6613;
 const FS_IOC_GET_ENCRYPTION_POLICY = 0x400c6615;
@@ -18,46 +19,8 @@ const KEYCTL_GET_KEYRING_ID = 0;
 const KEYCTL_INVALIDATE = 21;
 export const FSCRYPT_KEY_SIZE = 64;
 
-type SysFn = ((...args: unknown[]) => number) & {
-  async: (...args: unknown[]) => void;
-};
-
-interface Libc {
-  ioctl: SysFn;
-  addKey: SysFn;
-  keyctl: SysFn;
-}
-let libc: Libc | undefined;
-
-function sys(): Libc {
-  if (libc) return libc;
-  const lib = koffi.load('libc.so.6');
-  const f = (proto: string): SysFn => lib.func(proto) as unknown as SysFn;
-  libc = {
-    ioctl: f('int ioctl(int fd, unsigned long req, void *arg)'),
-    addKey: f(
-      'int32_t syscall(long nr, const char *type, const char *desc, void *payload, size_t plen, int32_t keyring)',
-    ),
-    keyctl: f('long syscall(long nr, int cmd, int32_t a, unsigned long b)'),
-  };
-  return libc;
-}
-
 const SYS_add_key = 248;
 const SYS_keyctl = 250;
-
-export class SyscallError extends Error {
-  constructor(
-    readonly syscall: string,
-    readonly errno: number,
-  ) {
-    const name =
-      Object.entries(koffi.os.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
-    super(`${syscall}: ${name}`);
-    this.code = name;
-  }
-  readonly code: string;
-}
 
 /** The v1 master key descriptor fscrypt's own tool uses: SHA-512(SHA-512(key))[0..8]. */
 export function keyDescriptor(key: Uint8Array): Buffer {

@@ -8,22 +8,15 @@
 import { type FileHandle, open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import koffi from 'koffi';
-import { SyscallError } from './fscrypt.js';
+import { SyscallError, sys } from './libc.js';
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
-type FlockFn = ((fd: number, op: number) => number) & {
-  async: (fd: number, op: number, cb: (err: unknown, rc: number) => void) => void;
-};
-let flockFn: FlockFn | undefined;
-
 function flockAsync(fd: number, op: number): Promise<{ rc: number; errno: number }> {
-  flockFn ??= koffi.load('libc.so.6').func('int flock(int fd, int op)') as unknown as FlockFn;
-  const f = flockFn;
   return new Promise((resolve, reject) =>
     // koffi >= 3.2 gives the worker thread's errno to the completion callback
-    f.async(fd, op, (err, rc) =>
+    sys().flock.async(fd, op, (err: unknown, rc: number) =>
       err ? reject(err) : resolve({ rc, errno: rc < 0 ? koffi.errno() : 0 }),
     ),
   );
@@ -59,33 +52,25 @@ export async function lockExclusive(path: string, o: LockOptions): Promise<LockO
   // write access: an exclusive lock over NFS needs a file opened for writing
   const fh: FileHandle = await open(path, 'a', 0o600);
   const started = Date.now();
+  let held = false;
   try {
     for (;;) {
       const { rc, errno } = await flockAsync(fh.fd, LOCK_EX | LOCK_NB);
       if (rc === 0) {
+        held = true;
         let released: Promise<void> | undefined;
-        return {
-          held: true,
-          lock: { path, release: () => (released ??= fh.close()) },
-        };
+        return { held: true, lock: { path, release: () => (released ??= fh.close()) } };
       }
       if (errno !== koffi.os.errno.EWOULDBLOCK && errno !== koffi.os.errno.EAGAIN)
         throw new SyscallError('flock(LOCK_EX)', errno);
       const waitedMs = Date.now() - started;
       o.onBusy?.(waitedMs);
-      if (o.signal?.aborted) {
-        await fh.close();
-        return { held: false, reason: 'aborted', waitedMs };
-      }
-      if (waitedMs >= o.waitMs) {
-        await fh.close();
-        return { held: false, reason: 'busy', waitedMs };
-      }
+      if (o.signal?.aborted) return { held: false, reason: 'aborted', waitedMs };
+      if (waitedMs >= o.waitMs) return { held: false, reason: 'busy', waitedMs };
       const pause = Math.min(o.retryMs ?? 1000, Math.max(1, o.waitMs - waitedMs));
       await sleep(pause, undefined, o.signal ? { signal: o.signal } : {}).catch(() => {});
     }
-  } catch (err) {
-    await fh.close().catch(() => {});
-    throw err;
+  } finally {
+    if (!held) await fh.close().catch(() => {});
   }
 }

@@ -22,10 +22,10 @@ import {
   type KeyHandle,
   keyDescriptor,
   removeKey,
-  SyscallError,
   setPolicy,
 } from './fscrypt.js';
 import type { DataKeySource } from './keys.js';
+import { SyscallError } from './libc.js';
 import { type HeldLock, type LockOutcome, lockExclusive } from './lock.js';
 import { silentLogger, type VolumeLogger } from './logger.js';
 import { chooseEncryption, hasDmCrypt, imageFormat, openLuks } from './luks.js';
